@@ -1,0 +1,13 @@
+//! The relay protocol, version 1: the wire format ([`frame`]) and the login handshake ([`handshake`]).
+//!
+//! Transport: TCP, then TLS for `https` relay URLs (plain for `http`, meant for development), then an
+//! HTTP/1.1 `GET /relay` with `Connection: Upgrade` and `Upgrade: iroh-relay-v1`, answered by
+//! `101 Switching Protocols`. From then on the stream carries [`frame::Frame`]s.
+
+pub mod frame;
+pub mod handshake;
+
+/// The HTTP path of the relay protocol.
+pub const RELAY_PATH: &str = "/relay";
+/// The value of the HTTP `Upgrade` header that asks for the relay protocol.
+pub const UPGRADE_PROTOCOL: &str = "iroh-relay-v1";

@@ -1,0 +1,262 @@
+//! Project automation, run as `cargo xtask <command>` (an alias in `.cargo/config.toml`).
+//!
+//! - `cargo xtask ci`: everything CI checks, in order, with a summary at the end: the system tools the
+//!   tests need (installed with apt-get when running as root), rustfmt, clippy with warnings denied, the
+//!   tests (nextest when installed, plus doc tests), rustdoc with warnings denied, a build check of the fuzz
+//!   targets, and the source file length limit.
+//! - `cargo xtask check-tools`: only the first step.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod tools;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::{Duration, Instant},
+};
+
+/// A non-test source file longer than this fails CI.
+const MAX_FILE_LINES: usize = 1200;
+/// A non-test source file longer than this is reported (the project aims for files under this size).
+const WARN_FILE_LINES: usize = 800;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("check-tools") => match tools::ensure() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("{message}");
+                ExitCode::FAILURE
+            }
+        },
+        _ => {
+            eprintln!("usage: cargo xtask <ci | check-tools>");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The outcome of one step, for the summary.
+struct StepResult {
+    name: &'static str,
+    ok: bool,
+    took: Duration,
+    detail: String,
+}
+
+fn ci() -> ExitCode {
+    let root = workspace_root();
+    let mut results = Vec::new();
+
+    let tools_ok = run_step(&mut results, "system tools", tools::ensure);
+    if !tools_ok {
+        // The tests need these tools; running them without would only produce confusing failures.
+        return summarize(&results);
+    }
+    run_step(&mut results, "rustfmt", || {
+        cargo(&root, &["fmt", "--all", "--", "--check"], &[])
+    });
+    run_step(&mut results, "clippy", || {
+        cargo(
+            &root,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ],
+            &[],
+        )
+    });
+    if has_nextest() {
+        run_step(&mut results, "tests (nextest)", || {
+            cargo(
+                &root,
+                &[
+                    "nextest",
+                    "run",
+                    "--workspace",
+                    "--locked",
+                    "--no-fail-fast",
+                ],
+                &[],
+            )
+        });
+        run_step(&mut results, "doc tests", || {
+            cargo(&root, &["test", "--workspace", "--locked", "--doc"], &[])
+        });
+    } else {
+        run_step(&mut results, "tests (cargo test)", || {
+            cargo(
+                &root,
+                &["test", "--workspace", "--locked", "--no-fail-fast"],
+                &[],
+            )
+        });
+    }
+    run_step(&mut results, "rustdoc", || {
+        cargo(
+            &root,
+            &["doc", "--workspace", "--no-deps", "--locked"],
+            &[("RUSTDOCFLAGS", "-D warnings")],
+        )
+    });
+    run_step(&mut results, "fuzz targets build", || {
+        cargo(
+            &root,
+            &[
+                "check",
+                "--manifest-path",
+                "fuzz/Cargo.toml",
+                "--bins",
+                "--locked",
+            ],
+            &[],
+        )
+    });
+    run_step(&mut results, "file length", || check_file_lengths(&root));
+
+    summarize(&results)
+}
+
+fn run_step(
+    results: &mut Vec<StepResult>,
+    name: &'static str,
+    step: impl FnOnce() -> Result<(), String>,
+) -> bool {
+    println!("\n==> {name}");
+    let start = Instant::now();
+    let outcome = step();
+    let ok = outcome.is_ok();
+    let detail = outcome.err().unwrap_or_default();
+    if !ok {
+        eprintln!("==> {name} FAILED: {detail}");
+    }
+    results.push(StepResult {
+        name,
+        ok,
+        took: start.elapsed(),
+        detail,
+    });
+    ok
+}
+
+fn summarize(results: &[StepResult]) -> ExitCode {
+    println!("\n==> summary");
+    for r in results {
+        let status = if r.ok { "ok" } else { "FAILED" };
+        println!(
+            "  {:<22} {:<7} {:>6.1}s  {}",
+            r.name,
+            status,
+            r.took.as_secs_f64(),
+            r.detail
+        );
+    }
+    let failed = results.iter().filter(|r| !r.ok).count();
+    println!("ci: {} passed, {} failed", results.len() - failed, failed);
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    // xtask lives one level below the workspace root.
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or(manifest_dir)
+}
+
+fn cargo(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(&cargo)
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(root)
+        .status()
+        .map_err(|err| format!("could not run {cargo}: {err}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` exited with {status}", args.join(" ")))
+    }
+}
+
+fn has_nextest() -> bool {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// Fails when a non-test Rust source file is longer than [`MAX_FILE_LINES`] lines, counting the lines
+/// before its first `#[cfg(test)]`. Files under `tests/`, `benches/` and `fuzz/`, and `tests.rs` modules,
+/// are test code.
+fn check_file_lengths(root: &Path) -> Result<(), String> {
+    let mut files = Vec::new();
+    collect_rust_files(root, &mut files);
+    let mut too_long = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(root).unwrap_or(&file).to_path_buf();
+        let is_test = rel.components().any(|c| {
+            matches!(
+                c.as_os_str().to_str(),
+                Some("tests" | "benches" | "fuzz" | "target")
+            )
+        }) || rel.file_name().is_some_and(|n| n == "tests.rs");
+        if is_test {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let lines = text
+            .lines()
+            .take_while(|l| l.trim() != "#[cfg(test)]")
+            .count();
+        if lines > MAX_FILE_LINES {
+            too_long.push(format!("{} ({lines} lines)", rel.display()));
+        } else if lines > WARN_FILE_LINES {
+            println!(
+                "note: {} has {lines} lines of non-test code (aim for {WARN_FILE_LINES})",
+                rel.display()
+            );
+        }
+    }
+    if too_long.is_empty() {
+        println!("all non-test source files are within {MAX_FILE_LINES} lines");
+        Ok(())
+    } else {
+        Err(format!(
+            "over {MAX_FILE_LINES} lines: {}",
+            too_long.join(", ")
+        ))
+    }
+}
+
+fn collect_rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') || name == "target" {
+            continue;
+        }
+        if path.is_dir() {
+            collect_rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
