@@ -9,6 +9,9 @@ use crate::protos::frame::{Frame, FrameError, HEADER_LEN};
 /// How much a read buffer grows by when it runs out of room. Small, so that idle connections stay cheap
 /// (thousands of them sit on a relay); [`Frame::decode`] reserves the exact room a large frame needs.
 const READ_CHUNK: usize = 16 * 1024;
+/// The first read after [`FrameReader::release_idle_buffer`] reserves only this much, so a connection waiting
+/// for its next frame holds no large buffer; a large frame then reserves its own size.
+const IDLE_READ_CHUNK: usize = 512;
 /// Encoded frames are written out once this many bytes are buffered, even before [`FrameWriter::flush`].
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 
@@ -32,6 +35,8 @@ pub enum ReadError {
 pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
+    /// Whether the buffer was released for idleness: the next reservation is small.
+    idle: bool,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -42,7 +47,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// A reader over `inner` that first decodes what is already in `buf` (bytes read past an HTTP upgrade).
     pub fn with_buffer(inner: R, buf: BytesMut) -> Self {
-        Self { inner, buf }
+        Self {
+            inner,
+            buf,
+            idle: false,
+        }
     }
 
     /// The next frame, or `Ok(None)` when the stream ends cleanly between frames. Cancel-safe: dropping the
@@ -53,7 +62,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return Ok(Some(frame));
             }
             if self.buf.capacity() - self.buf.len() < HEADER_LEN {
-                self.buf.reserve(READ_CHUNK);
+                let chunk = if self.idle {
+                    IDLE_READ_CHUNK
+                } else {
+                    READ_CHUNK
+                };
+                self.idle = false;
+                self.buf.reserve(chunk);
             }
             if self.inner.read_buf(&mut self.buf).await? == 0 {
                 return if self.buf.is_empty() {
@@ -75,6 +90,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn release_idle_buffer(&mut self) {
         if self.buf.is_empty() {
             self.buf = BytesMut::new();
+            self.idle = true;
         }
     }
 
@@ -235,6 +251,40 @@ mod tests {
             }
             assert_eq!(reader.read_frame().await.unwrap(), None);
             write.await.unwrap();
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn cancelled_write_some_loses_and_repeats_nothing() {
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            // A tiny pipe: most writes block, and the test cancels them again and again.
+            let (a, b) = tokio::io::duplex(64);
+            let mut writer = FrameWriter::new(a);
+            let mut reader = FrameReader::new(b);
+            let frames: Vec<Frame> = (0..20u8)
+                .map(|i| Frame::Ping([i; crate::protos::frame::PING_LEN]))
+                .collect();
+            for frame in &frames {
+                writer.push(frame);
+            }
+            assert_eq!(writer.buffered_len(), frames.len() * 13);
+            let mut got = Vec::new();
+            while got.len() < frames.len() {
+                tokio::select! {
+                    biased;
+                    frame = reader.read_frame() => got.push(frame.unwrap().unwrap()),
+                    written = writer.write_some(), if !writer.is_idle() => written.unwrap(),
+                }
+                // Start a write and drop it before it can finish, as a `select!` does.
+                let _ = tokio::time::timeout(std::time::Duration::ZERO, writer.write_some()).await;
+            }
+            assert_eq!(got, frames);
+            while !writer.is_idle() {
+                writer.write_some().await.unwrap();
+            }
+            assert_eq!(writer.buffered_len(), 0);
         })
         .await
         .unwrap();

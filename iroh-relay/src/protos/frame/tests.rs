@@ -306,3 +306,33 @@ fn decode_does_not_copy_payloads() {
         start + HEADER_LEN + DATAGRAM_META_LEN
     );
 }
+
+#[test]
+fn validated_id_cache_gives_the_same_answers() {
+    // y = 2 is not a point on the curve; find a valid id sharing its cache slot (first two bytes mod 1024).
+    let mut bad_key = [0u8; 32];
+    bad_key[0] = 2;
+    let same_slot = (0u32..)
+        .map(|i| {
+            let mut seed = [0u8; 32];
+            seed[..4].copy_from_slice(&i.to_le_bytes());
+            SecretKey::from_bytes(&seed).public()
+        })
+        .find(|id| id.as_bytes()[0] == 2 && id.as_bytes()[1] % 4 == 0)
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            Frame::parse(&raw(typ::PEER_GONE, same_slot.as_bytes()))
+                .unwrap()
+                .unwrap()
+                .0,
+            Frame::PeerGone(same_slot)
+        );
+        assert_eq!(
+            Frame::parse(&raw(typ::PEER_GONE, &bad_key)),
+            Err(FrameError::InvalidNodeId {
+                typ: typ::PEER_GONE
+            })
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! The sans-IO core of one established connection: keepalive, liveness and pings.
+//!
+//! ```text
+//!  silence from the server (time since anything was last received)
+//!  0 ............... interval ..................... interval + ping_timeout
+//!  |   all well      | send a liveness Ping (once)   | dead: end the connection
+//!
+//!  silence towards the server (time since we last sent anything)
+//!  0 ............... interval
+//!  |   all well      | send KeepAlive (keeps the server and the NATs and proxies on the way from timing out)
+//! ```
+//!
+//! Any frame from the server counts as a sign of life, so a busy connection never sends probes; the probe is a
+//! Ping because the server must answer it, which a KeepAlive does not require. User pings
+//! ([`ConnCore::send_ping`]) carry random bytes chosen by the driver and are matched to their pongs by them.
+//!
+//! Drain contract, as for every core here: after any `handle_*` or `send_ping` call, drain
+//! [`ConnCore::poll_transmit`] and [`ConnCore::poll_event`] until both return `None`, then arm one timer at
+//! [`ConnCore::poll_timeout`]. The core never reads the clock, never spawns, never touches a socket.
+
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
+
+use tracing::debug;
+
+use super::ReceivedEvent;
+use crate::protos::frame::{Frame, PING_LEN};
+
+/// The most user pings waiting for their pongs at once; more are refused rather than queued.
+pub(crate) const MAX_PINGS_IN_FLIGHT: usize = 16;
+
+/// What the core reports to its driver. `T` identifies a user ping (the driver's reply channel).
+#[derive(Debug)]
+pub(crate) enum CoreEvent<T> {
+    /// Something for the application.
+    Received(ReceivedEvent),
+    /// A user ping was answered after `rtt`.
+    Pong {
+        /// The ping's token.
+        token: T,
+        /// Round-trip time.
+        rtt: Duration,
+    },
+    /// A user ping got no answer within the ping timeout.
+    PingTimeout(T),
+    /// Nothing was received for `interval + ping_timeout`, not even the answer to a probe: the connection
+    /// is dead. The core does nothing more.
+    Dead {
+        /// How long the server has been silent.
+        silent_for: Duration,
+    },
+}
+
+#[derive(Debug)]
+struct PendingPing<T> {
+    data: [u8; PING_LEN],
+    sent: Instant,
+    token: T,
+}
+
+/// Keepalive, liveness and ping state of one connection (see the module docs).
+#[derive(Debug)]
+pub(crate) struct ConnCore<T> {
+    interval: Duration,
+    ping_timeout: Duration,
+    last_recv: Instant,
+    last_send: Instant,
+    /// A liveness probe is out (sent after `interval` of silence), not yet answered by anything.
+    probing: bool,
+    probes_sent: u64,
+    pings: Vec<PendingPing<T>>,
+    transmits: VecDeque<Frame>,
+    events: VecDeque<CoreEvent<T>>,
+    dead: bool,
+}
+
+impl<T> ConnCore<T> {
+    /// The core of a connection established at `now`.
+    pub(crate) fn new(now: Instant, interval: Duration, ping_timeout: Duration) -> Self {
+        Self {
+            interval,
+            ping_timeout,
+            last_recv: now,
+            last_send: now,
+            probing: false,
+            probes_sent: 0,
+            pings: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            dead: false,
+        }
+    }
+
+    /// Feeds a frame received from the server.
+    pub(crate) fn handle_frame(&mut self, now: Instant, frame: Frame) {
+        if self.dead {
+            return;
+        }
+        self.last_recv = now;
+        self.probing = false;
+        match frame {
+            Frame::RecvDatagrams { src, datagrams } => {
+                self.event(ReceivedEvent::Datagrams { src, datagrams });
+            }
+            Frame::PeerGone(node_id) => self.event(ReceivedEvent::PeerGone(node_id)),
+            Frame::Status { code, message } => self.event(ReceivedEvent::Status { code, message }),
+            Frame::Ping(data) => self.queue(now, Frame::Pong(data)),
+            Frame::Pong(data) => {
+                // Pongs to liveness probes (or to pings that already timed out) match nothing: their
+                // arrival has already counted as a sign of life.
+                if let Some(index) = self.pings.iter().position(|p| p.data == data) {
+                    let ping = self.pings.swap_remove(index);
+                    self.events.push_back(CoreEvent::Pong {
+                        token: ping.token,
+                        rtt: now.saturating_duration_since(ping.sent),
+                    });
+                }
+            }
+            Frame::KeepAlive => {}
+            Frame::Unknown { typ, .. } => debug!(typ, "skipping a frame of unknown type"),
+            other => debug!(
+                typ = other.typ(),
+                "ignoring a frame the server should not send"
+            ),
+        }
+    }
+
+    /// The driver wrote a frame of its own (datagrams, NotePreferred) at `now`.
+    pub(crate) fn on_sent(&mut self, now: Instant) {
+        self.last_send = now;
+    }
+
+    /// Sends a ping with payload `data` (random bytes), reporting its pong or timeout with `token`. Gives
+    /// `token` back if [`MAX_PINGS_IN_FLIGHT`] pings are already waiting.
+    pub(crate) fn send_ping(
+        &mut self,
+        now: Instant,
+        data: [u8; PING_LEN],
+        token: T,
+    ) -> Result<(), T> {
+        if self.dead || self.pings.len() >= MAX_PINGS_IN_FLIGHT {
+            return Err(token);
+        }
+        self.pings.push(PendingPing {
+            data,
+            sent: now,
+            token,
+        });
+        self.queue(now, Frame::Ping(data));
+        Ok(())
+    }
+
+    /// Acts on the deadlines that have passed at `now`.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if self.dead {
+            return;
+        }
+        let mut index = 0;
+        while let Some(ping) = self.pings.get(index) {
+            if now >= ping.sent + self.ping_timeout {
+                let ping = self.pings.swap_remove(index);
+                self.events.push_back(CoreEvent::PingTimeout(ping.token));
+            } else {
+                index += 1;
+            }
+        }
+        let silent_for = now.saturating_duration_since(self.last_recv);
+        if silent_for >= self.interval + self.ping_timeout {
+            self.dead = true;
+            self.transmits.clear();
+            self.events.push_back(CoreEvent::Dead { silent_for });
+            return;
+        }
+        if silent_for >= self.interval && !self.probing {
+            self.probing = true;
+            self.probes_sent += 1;
+            debug!(?silent_for, "relay silent, probing with a ping");
+            // Probes need no secrecy or matching: any answer counts.
+            self.queue(now, Frame::Ping(self.probes_sent.to_be_bytes()));
+        }
+        if now >= self.last_send + self.interval {
+            self.queue(now, Frame::KeepAlive);
+        }
+    }
+
+    /// When [`ConnCore::handle_timeout`] must be called next; `None` once the connection is dead.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        if self.dead {
+            return None;
+        }
+        let liveness = if self.probing {
+            self.last_recv + self.interval + self.ping_timeout
+        } else {
+            self.last_recv + self.interval
+        };
+        let pings = self.pings.iter().map(|p| p.sent + self.ping_timeout);
+        pings
+            .chain([liveness, self.last_send + self.interval])
+            .min()
+    }
+
+    /// The next frame to send to the server.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Frame> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub(crate) fn poll_event(&mut self) -> Option<CoreEvent<T>> {
+        self.events.pop_front()
+    }
+
+    /// The tokens of the pings still waiting, for a driver whose connection ended.
+    pub(crate) fn take_pings(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.pings.drain(..).map(|p| p.token)
+    }
+
+    fn queue(&mut self, now: Instant, frame: Frame) {
+        self.last_send = now;
+        self.transmits.push_back(frame);
+    }
+
+    fn event(&mut self, event: ReceivedEvent) {
+        self.events.push_back(CoreEvent::Received(event));
+    }
+}
+
+#[cfg(test)]
+mod tests;

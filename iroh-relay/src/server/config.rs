@@ -1,0 +1,402 @@
+//! The TOML configuration file of the `iroh-relay` binary, turned into a [`ServerConfig`].
+//!
+//! Every key is optional except where noted; unknown keys are errors (so a typo does not silently fall back
+//! to a default). Relative paths are taken from the directory of the configuration file. The crate README
+//! documents each key and shows a complete example (`examples/relay.toml`):
+//!
+//! ```toml
+//! relay_bind = "0.0.0.0:443"
+//! stun_bind = "0.0.0.0:3478"
+//! metrics_bind = "127.0.0.1:9090"
+//!
+//! [tls]
+//! mode = "files"
+//! cert_path = "cert.pem"
+//! key_path = "key.pem"
+//!
+//! [access]
+//! mode = "denylist"
+//! nodes = ["ae58ff8833241ac82d6ff7611046ed67b5072d142c588d0063e942d9a75502b6"]
+//!
+//! [limits]
+//! rate_bytes_per_second = 2_000_000
+//! ```
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use iroh_base::NodeId;
+use serde::Deserialize;
+
+use super::{AccessControl, Limits, RateLimit, ServerConfig, TlsConfig};
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of this format.
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// The values do not make sense together.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The configuration file, as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct FileConfig {
+    /// Where the relay listens (TCP). Default `0.0.0.0:443` with TLS, `0.0.0.0:80` without.
+    pub relay_bind: Option<SocketAddr>,
+    /// The host name clients use, shown in the relay URL at startup.
+    pub hostname: Option<String>,
+    /// Where STUN listens (UDP). No STUN if absent.
+    pub stun_bind: Option<SocketAddr>,
+    /// Where Prometheus metrics are served. No metrics if absent.
+    pub metrics_bind: Option<SocketAddr>,
+    /// Seconds to wait for connections to close at shutdown. Default 5.
+    pub shutdown_timeout_secs: Option<f64>,
+    /// TLS; plain HTTP if absent (development only).
+    pub tls: Option<TlsSection>,
+    /// Who may use the relay. Everyone if absent.
+    #[serde(default)]
+    pub access: AccessSection,
+    /// Per-client limits.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// The `[tls]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum TlsSection {
+    /// `mode = "files"`: certificate chain and key from PEM files.
+    Files {
+        /// The certificate chain (PEM), leaf first.
+        cert_path: PathBuf,
+        /// The private key (PEM).
+        key_path: PathBuf,
+    },
+    /// `mode = "self-signed"`: a certificate generated at each start.
+    SelfSigned {
+        /// The names it covers. Default `["localhost"]`.
+        #[serde(default)]
+        hostnames: Vec<String>,
+    },
+}
+
+/// Access modes of the `[access]` table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum AccessMode {
+    /// Every node.
+    #[default]
+    Everyone,
+    /// Only the listed nodes.
+    Allowlist,
+    /// Every node except the listed ones.
+    Denylist,
+}
+
+/// The `[access]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AccessSection {
+    /// `everyone` (default), `allowlist` or `denylist`.
+    #[serde(default)]
+    pub mode: AccessMode,
+    /// Node ids (z-base-32 or hex) for the allowlist or denylist.
+    #[serde(default)]
+    pub nodes: Vec<NodeId>,
+    /// A shared secret clients must send as `Authorization: Bearer <token>`.
+    pub bearer_token: Option<String>,
+}
+
+/// The `[limits]` table; absent keys keep the defaults of [`Limits`].
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LimitsSection {
+    /// Sustained receive rate per client in bytes per second; no limit if absent.
+    pub rate_bytes_per_second: Option<u64>,
+    /// Burst in bytes (default: one second at the rate; at least one maximum-size frame).
+    pub rate_burst_bytes: Option<u64>,
+    /// Frames queued per client before drops. Default 256.
+    pub send_queue_len: Option<usize>,
+    /// Seconds one write to a client may take. Default 5.
+    pub write_timeout_secs: Option<f64>,
+    /// Seconds between keepalive pings. Default 30.
+    pub keepalive_interval_secs: Option<f64>,
+    /// Seconds of silence from a client before it is disconnected. Default 90.
+    pub idle_timeout_secs: Option<f64>,
+    /// Seconds for each of the TLS handshake, the upgrade request and the login. Default 10.
+    pub handshake_timeout_secs: Option<f64>,
+    /// The most clients at once. No cap if absent.
+    pub max_clients: Option<usize>,
+}
+
+impl FileConfig {
+    /// Reads and parses `path`, resolving relative paths in it against its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text)?;
+        if let (
+            Some(dir),
+            Some(TlsSection::Files {
+                cert_path,
+                key_path,
+            }),
+        ) = (path.parent(), config.tls.as_mut())
+        {
+            *cert_path = dir.join(&*cert_path);
+            *key_path = dir.join(&*key_path);
+        }
+        Ok(config)
+    }
+
+    /// Parses the TOML text of a configuration file.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// The server configuration this file describes.
+    pub fn into_server_config(self) -> Result<ServerConfig, ConfigError> {
+        let tls = self.tls.map(|tls| match tls {
+            TlsSection::Files {
+                cert_path,
+                key_path,
+            } => TlsConfig::Files {
+                cert_path,
+                key_path,
+            },
+            TlsSection::SelfSigned { hostnames } if hostnames.is_empty() => TlsConfig::SelfSigned {
+                hostnames: vec!["localhost".into()],
+            },
+            TlsSection::SelfSigned { hostnames } => TlsConfig::SelfSigned { hostnames },
+        });
+        let default_port = if tls.is_some() { 443 } else { 80 };
+        let relay_bind = self
+            .relay_bind
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], default_port)));
+        let nodes: HashSet<NodeId> = self.access.nodes.into_iter().collect();
+        let access = match self.access.mode {
+            AccessMode::Everyone if !nodes.is_empty() => {
+                return Err(ConfigError::Invalid(
+                    "access.nodes is set but access.mode is \"everyone\"".into(),
+                ));
+            }
+            AccessMode::Everyone => AccessControl::Everyone,
+            AccessMode::Allowlist => AccessControl::Allowlist(nodes),
+            AccessMode::Denylist => AccessControl::Denylist(nodes),
+        };
+        if self.access.bearer_token.as_deref() == Some("") {
+            return Err(ConfigError::Invalid(
+                "access.bearer_token must not be empty".into(),
+            ));
+        }
+        let mut config = ServerConfig::new(relay_bind)
+            .with_access(access)
+            .with_limits(self.limits.into_limits()?)
+            .with_stun_bind(self.stun_bind)
+            .with_metrics_bind(self.metrics_bind);
+        config.tls = tls;
+        config.hostname = self.hostname;
+        config.bearer_token = self.access.bearer_token;
+        if let Some(secs) = self.shutdown_timeout_secs {
+            config.shutdown_timeout = seconds("shutdown_timeout_secs", secs)?;
+        }
+        Ok(config)
+    }
+}
+
+impl LimitsSection {
+    fn into_limits(self) -> Result<Limits, ConfigError> {
+        let mut limits = Limits::default();
+        if let Some(rate) = self.rate_bytes_per_second {
+            limits.rate_limit = Some(RateLimit::new(rate, self.rate_burst_bytes.unwrap_or(rate)));
+        } else if self.rate_burst_bytes.is_some() {
+            return Err(ConfigError::Invalid(
+                "limits.rate_burst_bytes needs limits.rate_bytes_per_second".into(),
+            ));
+        }
+        if let Some(len) = self.send_queue_len {
+            limits.send_queue_len = len;
+        }
+        for (name, value, slot) in [
+            (
+                "write_timeout_secs",
+                self.write_timeout_secs,
+                &mut limits.write_timeout,
+            ),
+            (
+                "keepalive_interval_secs",
+                self.keepalive_interval_secs,
+                &mut limits.keepalive_interval,
+            ),
+            (
+                "idle_timeout_secs",
+                self.idle_timeout_secs,
+                &mut limits.idle_timeout,
+            ),
+            (
+                "handshake_timeout_secs",
+                self.handshake_timeout_secs,
+                &mut limits.handshake_timeout,
+            ),
+        ] {
+            if let Some(secs) = value {
+                *slot = seconds(name, secs)?;
+            }
+        }
+        limits.max_clients = self.max_clients;
+        limits
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("limits: {e}")))?;
+        Ok(limits)
+    }
+}
+
+fn seconds(name: &str, secs: f64) -> Result<Duration, ConfigError> {
+    match Duration::try_from_secs_f64(secs) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err(ConfigError::Invalid(format!(
+            "{name} must be a positive number of seconds, not {secs}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_file_is_plain_http_on_80() {
+        let config = FileConfig::parse("").unwrap().into_server_config().unwrap();
+        assert_eq!(config.relay_bind, "0.0.0.0:80".parse().unwrap());
+        assert!(config.tls.is_none());
+        assert!(config.stun_bind.is_none());
+        assert_eq!(config.access, AccessControl::Everyone);
+        assert_eq!(config.limits, Limits::default());
+    }
+
+    #[test]
+    fn full_file() {
+        let node = iroh_base::SecretKey::from_bytes(&[3; 32]).public();
+        let text = format!(
+            r#"
+            relay_bind = "127.0.0.1:8443"
+            hostname = "relay.test"
+            stun_bind = "127.0.0.1:3478"
+            metrics_bind = "127.0.0.1:9090"
+            shutdown_timeout_secs = 2.5
+            [tls]
+            mode = "self-signed"
+            hostnames = ["relay.test"]
+            [access]
+            mode = "allowlist"
+            nodes = ["{node}"]
+            bearer_token = "t0ken"
+            [limits]
+            rate_bytes_per_second = 1000000
+            rate_burst_bytes = 200000
+            send_queue_len = 64
+            write_timeout_secs = 1.5
+            keepalive_interval_secs = 10
+            idle_timeout_secs = 40
+            handshake_timeout_secs = 3
+            max_clients = 100
+            "#
+        );
+        let config = FileConfig::parse(&text)
+            .unwrap()
+            .into_server_config()
+            .unwrap();
+        assert_eq!(config.relay_bind, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(config.hostname.as_deref(), Some("relay.test"));
+        assert!(
+            matches!(config.tls, Some(TlsConfig::SelfSigned { ref hostnames }) if hostnames == &["relay.test"])
+        );
+        assert_eq!(config.access, AccessControl::Allowlist([node].into()));
+        assert_eq!(config.bearer_token.as_deref(), Some("t0ken"));
+        assert_eq!(config.shutdown_timeout, Duration::from_millis(2500));
+        let limits = config.limits;
+        assert_eq!(limits.rate_limit, Some(RateLimit::new(1_000_000, 200_000)));
+        assert_eq!(limits.send_queue_len, 64);
+        assert_eq!(limits.write_timeout, Duration::from_millis(1500));
+        assert_eq!(limits.keepalive_interval, Duration::from_secs(10));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(40));
+        assert_eq!(limits.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(limits.max_clients, Some(100));
+    }
+
+    #[test]
+    fn mistakes_are_errors() {
+        for text in [
+            "relay_bnd = \"0.0.0.0:80\"",
+            "[tls]\nmode = \"files\"\ncert_path = \"c.pem\"",
+            "[tls]\nmode = \"magic\"",
+            "[tls]\nmode = \"self-signed\"\nhostname = [\"x\"]",
+            "[access]\nmode = \"allowlist\"\nnodes = [\"not a node\"]",
+            "[limits]\nwrite_timeout = 5",
+        ] {
+            assert!(FileConfig::parse(text).is_err(), "{text}");
+        }
+        for text in [
+            "[access]\nnodes = [\"ae58ff8833241ac82d6ff7611046ed67b5072d142c588d0063e942d9a75502b6\"]",
+            "[access]\nbearer_token = \"\"",
+            "[limits]\nwrite_timeout_secs = -1",
+            "[limits]\nwrite_timeout_secs = 0",
+            "[limits]\nsend_queue_len = 0",
+            "[limits]\nrate_burst_bytes = 10",
+            "shutdown_timeout_secs = nan",
+        ] {
+            let parsed = FileConfig::parse(text).unwrap();
+            assert!(parsed.into_server_config().is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_follow_the_file() {
+        let dir = std::env::temp_dir().join(format!("iroh-relay-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.toml");
+        std::fs::write(
+            &path,
+            "[tls]\nmode = \"files\"\ncert_path = \"c.pem\"\nkey_path = \"/abs/k.pem\"\n",
+        )
+        .unwrap();
+        let config = FileConfig::load(&path).unwrap();
+        assert_eq!(
+            config.tls,
+            Some(TlsSection::Files {
+                cert_path: dir.join("c.pem"),
+                key_path: "/abs/k.pem".into(),
+            })
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(
+            FileConfig::load(&path),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+}

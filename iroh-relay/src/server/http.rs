@@ -1,0 +1,395 @@
+//! The relay listener: accepting TCP connections, TLS, HTTP/1.1 with hyper, the routes, and the `/relay`
+//! upgrade that hands the connection to [`super::client`].
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /relay` with `Connection: Upgrade`, `Upgrade: iroh-relay-v1` | `101 Switching Protocols`, then the relay protocol. `426` if the upgrade headers are missing or name another protocol, `401` without the right bearer token (when one is configured), `405` for other methods |
+//! | `GET /ping` | `200`, empty: a latency probe |
+//! | `GET /generate_204` | `204`; an `X-Iroh-Challenge` of 1 to 64 characters from `[A-Za-z0-9._-]` is echoed as `X-Iroh-Response`, any other value gets `400` |
+//! | `GET /healthz` | `200` `ok` |
+//! | anything else | `404` |
+//!
+//! One task serves each connection from TCP accept to the end of the relay session, so the accept loop's
+//! [`JoinSet`] knows every connection and shutdown can wait for (or abort) all of them.
+
+use std::{
+    convert::Infallible,
+    future::{Ready, ready},
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http_body_util::Full;
+use hyper::{body::Incoming, upgrade::OnUpgrade};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+    task::JoinSet,
+};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, trace, warn};
+
+use super::{Ctx, access::bearer_matches, client};
+use crate::protos::{RELAY_PATH, UPGRADE_PROTOCOL};
+
+/// The HTTP path of the latency probe.
+pub const PING_PATH: &str = "/ping";
+/// The HTTP path of the captive-portal check.
+pub const GENERATE_204_PATH: &str = "/generate_204";
+/// The HTTP path of the health check.
+pub const HEALTHZ_PATH: &str = "/healthz";
+/// The request header whose value `/generate_204` echoes.
+pub const CHALLENGE_HEADER: &str = "x-iroh-challenge";
+/// The response header carrying the echoed challenge.
+pub const RESPONSE_HEADER: &str = "x-iroh-response";
+/// The longest challenge `/generate_204` echoes.
+pub const MAX_CHALLENGE_LEN: usize = 64;
+
+/// Pause after a failed accept (for instance out of file descriptors), so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+type Body = Full<Bytes>;
+
+/// Accepts connections until `stop` turns true, then waits up to `grace` for the connections to end
+/// (clients are told to go by the registry) and aborts the rest.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    ctx: Arc<Ctx>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = super::stopped(&mut stop) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    ctx.metrics.accepts.inc();
+                    if let Err(error) = stream.set_nodelay(true) {
+                        debug!(%peer, %error, "cannot set TCP_NODELAY");
+                    }
+                    let conn = serve_connection(stream, peer, tls.clone(), Arc::clone(&ctx), stop.clone());
+                    connections.spawn(conn);
+                }
+                Err(error) => {
+                    warn!(%error, "cannot accept a relay connection");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        debug!(
+            remaining = connections.len(),
+            "aborting connections at the end of the shutdown grace period"
+        );
+    }
+    connections.shutdown().await;
+}
+
+/// One connection: TLS (if configured), then HTTP, then possibly the relay protocol.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    ctx: Arc<Ctx>,
+    stop: watch::Receiver<bool>,
+) {
+    match tls {
+        None => serve_http(stream, peer, ctx, stop).await,
+        Some(acceptor) => {
+            let accepted =
+                tokio::time::timeout(ctx.limits.handshake_timeout, acceptor.accept(stream)).await;
+            match accepted {
+                Ok(Ok(stream)) => serve_http(stream, peer, ctx, stop).await,
+                Ok(Err(error)) => {
+                    ctx.metrics.handshake_failed("tls");
+                    debug!(%peer, %error, "TLS handshake failed");
+                }
+                Err(_) => {
+                    ctx.metrics.handshake_failed("tls_timeout");
+                    debug!(%peer, "TLS handshake timed out");
+                }
+            }
+        }
+    }
+}
+
+/// Serves HTTP on `stream` until it closes or upgrades; an upgrade continues as a relay client.
+async fn serve_http<S>(stream: S, peer: SocketAddr, ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let upgrade = Arc::new(Mutex::new(None));
+    let service = Service {
+        ctx: Arc::clone(&ctx),
+        upgrade: Arc::clone(&upgrade),
+    };
+    // Boxed so the (large) HTTP state is freed after an upgrade rather than kept in this task's future.
+    let mut conn = Box::pin(
+        hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(ctx.limits.handshake_timeout)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades(),
+    );
+    let served = tokio::select! {
+        served = conn.as_mut() => served,
+        () = super::stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            conn.as_mut().await
+        }
+    };
+    drop(conn);
+    if let Err(error) = served {
+        // Garbage instead of HTTP lands here: hyper answered 400 if it could and closed.
+        debug!(%peer, %error, "HTTP connection failed");
+        return;
+    }
+    let Some(on_upgrade) = upgrade
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+    else {
+        return;
+    };
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
+            debug!(%peer, %error, "relay upgrade failed");
+            return;
+        }
+    };
+    match upgraded.downcast::<TokioIo<S>>() {
+        Ok(parts) => {
+            trace!(%peer, "relay connection upgraded");
+            client::serve(parts.io.into_inner(), parts.read_buf, ctx, stop).await;
+        }
+        Err(_) => warn!(%peer, "upgraded connection has an unexpected type"),
+    }
+}
+
+/// The HTTP service of one connection. It answers synchronously; a `/relay` upgrade leaves its
+/// [`OnUpgrade`] in the slot for [`serve_http`] to pick up once hyper lets go of the stream.
+struct Service {
+    ctx: Arc<Ctx>,
+    upgrade: Arc<Mutex<Option<OnUpgrade>>>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Service {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<Body>, Infallible>>;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        let metrics = &self.ctx.metrics;
+        let path = request.uri().path();
+        let response = match path {
+            RELAY_PATH => {
+                metrics.http_request("relay");
+                self.relay(&mut request)
+            }
+            PING_PATH | GENERATE_204_PATH | HEALTHZ_PATH
+                if request.method() != Method::GET && request.method() != Method::HEAD =>
+            {
+                metrics.http_request("other");
+                method_not_allowed()
+            }
+            PING_PATH => {
+                metrics.http_request("ping");
+                response(StatusCode::OK, "")
+            }
+            GENERATE_204_PATH => {
+                metrics.http_request("generate_204");
+                generate_204(request.headers())
+            }
+            HEALTHZ_PATH => {
+                metrics.http_request("healthz");
+                response(StatusCode::OK, "ok")
+            }
+            _ => {
+                metrics.http_request("other");
+                response(StatusCode::NOT_FOUND, "not found\n")
+            }
+        };
+        ready(Ok(response))
+    }
+}
+
+impl Service {
+    /// `GET /relay`: checks the upgrade request and the bearer token, then switches protocols.
+    fn relay(&self, request: &mut Request<Incoming>) -> Response<Body> {
+        let metrics = &self.ctx.metrics;
+        if request.method() != Method::GET {
+            metrics.handshake_failed("bad_upgrade");
+            return method_not_allowed();
+        }
+        if !is_relay_upgrade(request.version(), request.headers()) {
+            metrics.handshake_failed("bad_upgrade");
+            // RFC 9110 section 15.5.22: "A server that sends a 426 (Upgrade Required) response MUST send an
+            // Upgrade header field to indicate the acceptable protocols."
+            let mut response = response(
+                StatusCode::UPGRADE_REQUIRED,
+                "this endpoint speaks iroh-relay-v1 over an HTTP/1.1 upgrade\n",
+            );
+            let headers = response.headers_mut();
+            headers.insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            return response;
+        }
+        if let Some(token) = &self.ctx.bearer_token
+            && !bearer_matches(token, request.headers().get(header::AUTHORIZATION))
+        {
+            metrics.handshake_failed("unauthorized");
+            let mut response = response(
+                StatusCode::UNAUTHORIZED,
+                "a valid bearer token is required\n",
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"iroh-relay\""),
+            );
+            return response;
+        }
+        *self.upgrade.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(hyper::upgrade::on(request));
+        metrics.upgrades.inc();
+        let mut response = response(StatusCode::SWITCHING_PROTOCOLS, "");
+        let headers = response.headers_mut();
+        headers.insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        response
+    }
+}
+
+/// Whether the request asks for an upgrade to the relay protocol: HTTP/1.1, a `Connection` header listing
+/// `upgrade`, and `Upgrade: iroh-relay-v1` (both compared case-insensitively).
+fn is_relay_upgrade(version: Version, headers: &HeaderMap) -> bool {
+    if version != Version::HTTP_11 {
+        return false;
+    }
+    let connection_upgrade = headers.get_all(header::CONNECTION).iter().any(|value| {
+        value.to_str().is_ok_and(|value| {
+            value
+                .split(',')
+                .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    });
+    let upgrade_relay = headers.get_all(header::UPGRADE).iter().any(|value| {
+        value.to_str().is_ok_and(|value| {
+            value
+                .split(',')
+                .any(|token| token.trim().eq_ignore_ascii_case(UPGRADE_PROTOCOL))
+        })
+    });
+    connection_upgrade && upgrade_relay
+}
+
+/// `/generate_204`: echoes a well-formed challenge.
+fn generate_204(headers: &HeaderMap) -> Response<Body> {
+    let Some(challenge) = headers.get(CHALLENGE_HEADER) else {
+        return response(StatusCode::NO_CONTENT, "");
+    };
+    if !is_valid_challenge(challenge.as_bytes()) {
+        return response(
+            StatusCode::BAD_REQUEST,
+            "X-Iroh-Challenge must be 1 to 64 characters of A-Z a-z 0-9 . _ -\n",
+        );
+    }
+    let mut response = response(StatusCode::NO_CONTENT, "");
+    response
+        .headers_mut()
+        .insert(RESPONSE_HEADER, challenge.clone());
+    response
+}
+
+/// 1 to [`MAX_CHALLENGE_LEN`] characters from `[A-Za-z0-9._-]`.
+fn is_valid_challenge(value: &[u8]) -> bool {
+    (1..=MAX_CHALLENGE_LEN).contains(&value.len())
+        && value
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn response(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    if !body.is_empty() {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    response
+}
+
+fn method_not_allowed() -> Response<Body> {
+    let mut response = response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges() {
+        assert!(is_valid_challenge(b"abc-DEF_0.9"));
+        assert!(is_valid_challenge(&[b'a'; 64]));
+        assert!(!is_valid_challenge(&[b'a'; 65]));
+        assert!(!is_valid_challenge(b""));
+        assert!(!is_valid_challenge(b"a b"));
+        assert!(!is_valid_challenge(b"a/b"));
+        assert!(!is_valid_challenge("é".as_bytes()));
+    }
+
+    #[test]
+    fn upgrade_headers() {
+        let headers = |connection: &str, upgrade: &str| {
+            let mut map = HeaderMap::new();
+            map.insert(
+                header::CONNECTION,
+                HeaderValue::from_str(connection).unwrap(),
+            );
+            map.insert(header::UPGRADE, HeaderValue::from_str(upgrade).unwrap());
+            map
+        };
+        assert!(is_relay_upgrade(
+            Version::HTTP_11,
+            &headers("Upgrade", "iroh-relay-v1")
+        ));
+        assert!(is_relay_upgrade(
+            Version::HTTP_11,
+            &headers("keep-alive, upgrade", "IROH-RELAY-V1")
+        ));
+        assert!(!is_relay_upgrade(
+            Version::HTTP_10,
+            &headers("Upgrade", "iroh-relay-v1")
+        ));
+        assert!(!is_relay_upgrade(
+            Version::HTTP_11,
+            &headers("keep-alive", "iroh-relay-v1")
+        ));
+        assert!(!is_relay_upgrade(
+            Version::HTTP_11,
+            &headers("Upgrade", "websocket")
+        ));
+        assert!(!is_relay_upgrade(Version::HTTP_11, &HeaderMap::new()));
+    }
+}

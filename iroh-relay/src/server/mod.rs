@@ -1,0 +1,453 @@
+//! The relay server: forwards datagrams between the nodes connected to it, addressed by [`NodeId`] only
+//! (never by IP address: it is no open proxy), and answers STUN on UDP.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), iroh_relay::server::ServerError> {
+//! use iroh_relay::server::{Server, ServerConfig, TlsConfig};
+//!
+//! let server = Server::spawn(ServerConfig::dev().with_tls(TlsConfig::self_signed_localhost())).await?;
+//! println!("relay at {}", server.relay_url());
+//! // Clients in tests trust `server.certificates()`.
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! ```text
+//!   Server::spawn
+//!     |-- http::accept_loop (relay listener; one task per connection, in a JoinSet)
+//!     |      TLS (tls) -> hyper HTTP/1.1 (http: /relay, /ping, /generate_204, /healthz)
+//!     |      /relay upgrade -> client::serve: login (protos::handshake + access), then the session
+//!     |                               reader -> limits::TokenBucket -> clients::Router -> queues
+//!     |                               writer <- own queue (coalesced) + keepalive pings
+//!     |-- clients::Clients (the NodeId -> connection map; see its docs for why routing is not an actor)
+//!     |-- metrics::serve (GET /metrics, Prometheus text, own listener)
+//!     '-- iroh_stun::Server (STUN on UDP)
+//! ```
+//!
+//! Module by module: [`limits`](Limits) (per-client limits and the sans-IO token bucket), `access`
+//! ([`AccessControl`], bearer token), `tls` ([`TlsConfig`]), `http`, `client`, `clients`, `metrics`, and
+//! [`config`] (the TOML file of the `iroh-relay` binary).
+//!
+//! # Structured events
+//!
+//! DEBUG events with fields only, for tools:
+//! - `iroh::_events::relay::client::connected` `{ node, conn }`: a client logged in.
+//! - `iroh::_events::relay::client::disconnected` `{ node, conn, reason }`: its connection ended.
+//!
+//! # Shutdown
+//!
+//! [`Server::shutdown`] stops accepting, sends every client `Status Restarting` and closes its connection,
+//! waits up to [`ServerConfig::shutdown_timeout`] for connections to end, aborts the rest, and stops STUN and
+//! metrics.
+//!
+//! [`NodeId`]: iroh_base::NodeId
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use iroh_base::RelayUrl;
+use rustls::pki_types::CertificateDer;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tracing::{debug, info};
+
+mod access;
+mod client;
+mod clients;
+pub mod config;
+mod http;
+mod limits;
+mod metrics;
+mod tls;
+
+pub use access::AccessControl;
+pub use http::{
+    CHALLENGE_HEADER, GENERATE_204_PATH, HEALTHZ_PATH, MAX_CHALLENGE_LEN, PING_PATH,
+    RESPONSE_HEADER,
+};
+pub use limits::{Limits, RateLimit};
+pub use tls::TlsConfig;
+
+use self::{
+    clients::{Clients, CloseReason},
+    metrics::Metrics,
+};
+
+/// The SOFTWARE attribute the STUN server sends.
+const STUN_SOFTWARE: &str = "iroh-relay";
+
+/// Everything a [`Server`] needs. Fields are public; the `with_*` methods chain.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Where the relay (HTTP or HTTPS) listens.
+    pub relay_bind: SocketAddr,
+    /// TLS for the relay listener; `None` serves plain HTTP (development only).
+    pub tls: Option<TlsConfig>,
+    /// The host name in [`Server::relay_url`]; by default the first self-signed host name, else the
+    /// listener's IP address (`127.0.0.1` for an unspecified one).
+    pub hostname: Option<String>,
+    /// Which nodes may log in.
+    pub access: AccessControl,
+    /// If set, upgrade requests must carry `Authorization: Bearer <token>` or get `401`.
+    pub bearer_token: Option<String>,
+    /// Per-client limits.
+    pub limits: Limits,
+    /// Where STUN listens (UDP); `None` for no STUN.
+    pub stun_bind: Option<SocketAddr>,
+    /// Where Prometheus metrics are served (`GET /metrics`); `None` for none.
+    pub metrics_bind: Option<SocketAddr>,
+    /// How long [`Server::shutdown`] waits for connections to close before aborting them.
+    pub shutdown_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// A relay on `relay_bind`: plain HTTP, no STUN, no metrics, everyone allowed, default [`Limits`].
+    pub fn new(relay_bind: SocketAddr) -> Self {
+        Self {
+            relay_bind,
+            tls: None,
+            hostname: None,
+            access: AccessControl::Everyone,
+            bearer_token: None,
+            limits: Limits::default(),
+            stun_bind: None,
+            metrics_bind: None,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// For development and tests: plain HTTP on `127.0.0.1:0` and STUN on `127.0.0.1:0` (ports chosen by the
+    /// system), no metrics.
+    pub fn dev() -> Self {
+        let mut config = Self::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.stun_bind = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        config
+    }
+
+    /// Sets where the relay listens.
+    pub fn with_relay_bind(mut self, addr: SocketAddr) -> Self {
+        self.relay_bind = addr;
+        self
+    }
+
+    /// Serves the relay over TLS.
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Sets the host name used in the relay URL.
+    pub fn with_hostname(mut self, hostname: impl Into<String>) -> Self {
+        self.hostname = Some(hostname.into());
+        self
+    }
+
+    /// Sets who may log in.
+    pub fn with_access(mut self, access: AccessControl) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on upgrade requests.
+    pub fn with_bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.bearer_token = Some(token.into());
+        self
+    }
+
+    /// Sets the per-client limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets (or with `None` disables) the STUN listener.
+    pub fn with_stun_bind(mut self, addr: Option<SocketAddr>) -> Self {
+        self.stun_bind = addr;
+        self
+    }
+
+    /// Sets (or with `None` disables) the metrics listener.
+    pub fn with_metrics_bind(mut self, addr: Option<SocketAddr>) -> Self {
+        self.metrics_bind = addr;
+        self
+    }
+
+    /// Sets how long shutdown waits for connections.
+    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+}
+
+/// Why a [`Server`] could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A listening socket could not be bound (the port is busy, or needs privileges).
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        /// Which listener: `relay`, `STUN` or `metrics`.
+        what: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS setup failed (unreadable files, a bad key, certificate generation).
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// The configuration is inconsistent.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// Some other I/O failure while starting.
+    #[error("I/O error while starting: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the connection tasks share.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) access: AccessControl,
+    pub(crate) bearer_token: Option<String>,
+    pub(crate) limits: Limits,
+    pub(crate) clients: Clients,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// A running relay server.
+///
+/// Call [`Server::shutdown`] to stop it gracefully. Dropping it stops accepting connections, and those still
+/// open are aborted after the shutdown timeout without being told.
+#[derive(Debug)]
+pub struct Server {
+    relay_url: RelayUrl,
+    relay_addr: SocketAddr,
+    stun: Option<iroh_stun::Server>,
+    metrics_addr: Option<SocketAddr>,
+    certificates: Vec<CertificateDer<'static>>,
+    ctx: Arc<Ctx>,
+    stop: watch::Sender<bool>,
+    relay_task: JoinHandle<()>,
+    metrics_task: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds every listener, then serves in background tasks. Must be called within a multi-threaded tokio
+    /// runtime (a current-thread one works, but forwards on one core).
+    pub async fn spawn(config: ServerConfig) -> Result<Self, ServerError> {
+        config
+            .limits
+            .validate()
+            .map_err(ServerError::InvalidConfig)?;
+        let tls = config.tls.as_ref().map(tls::build).transpose()?;
+        let listener = TcpListener::bind(config.relay_bind)
+            .await
+            .map_err(|source| ServerError::Bind {
+                what: "relay",
+                addr: config.relay_bind,
+                source,
+            })?;
+        let relay_addr = listener.local_addr()?;
+        let relay_url = relay_url(&config, tls.as_ref(), relay_addr)?;
+
+        let stun = match config.stun_bind {
+            Some(addr) => {
+                let socket = tokio::net::UdpSocket::bind(addr).await.map_err(|source| {
+                    ServerError::Bind {
+                        what: "STUN",
+                        addr,
+                        source,
+                    }
+                })?;
+                let stun_config = iroh_stun::ServerConfig::default()
+                    .with_software(STUN_SOFTWARE)
+                    .map_err(|e| ServerError::InvalidConfig(e.to_string()))?;
+                Some(iroh_stun::Server::spawn(socket, stun_config)?)
+            }
+            None => None,
+        };
+        let metrics_listener = match config.metrics_bind {
+            Some(addr) => Some(metrics::bind(addr).await?),
+            None => None,
+        };
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+
+        let metrics = Arc::new(Metrics::new());
+        let ctx = Arc::new(Ctx {
+            clients: Clients::new(
+                config.limits.send_queue_len,
+                config.limits.max_clients,
+                Arc::clone(&metrics),
+            ),
+            access: config.access,
+            bearer_token: config.bearer_token,
+            limits: config.limits,
+            metrics: Arc::clone(&metrics),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let (acceptor, certificates) = match tls {
+            Some(tls) => (Some(tls.acceptor), tls.certificates),
+            None => (None, Vec::new()),
+        };
+        let relay_task = tokio::spawn(http::accept_loop(
+            listener,
+            acceptor,
+            Arc::clone(&ctx),
+            stop_rx.clone(),
+            config.shutdown_timeout,
+        ));
+        let metrics_task = metrics_listener
+            .map(|listener| tokio::spawn(metrics::serve(listener, metrics, stop_rx)));
+        info!(
+            %relay_url,
+            stun = ?stun.as_ref().map(iroh_stun::Server::local_addr),
+            metrics = ?metrics_addr,
+            "relay server started"
+        );
+        Ok(Self {
+            relay_url,
+            relay_addr,
+            stun,
+            metrics_addr,
+            certificates,
+            ctx,
+            stop,
+            relay_task,
+            metrics_task,
+        })
+    }
+
+    /// The URL clients connect to: `http://IP:PORT` without TLS, `https://HOST:PORT` with it.
+    pub fn relay_url(&self) -> RelayUrl {
+        self.relay_url.clone()
+    }
+
+    /// The address the relay listener is bound to.
+    pub fn relay_addr(&self) -> SocketAddr {
+        self.relay_addr
+    }
+
+    /// The address the STUN server is bound to, if it runs.
+    pub fn stun_addr(&self) -> Option<SocketAddr> {
+        self.stun.as_ref().map(iroh_stun::Server::local_addr)
+    }
+
+    /// The address metrics are served on, if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The certificate chain the relay presents, for clients (in tests) to trust: the self-signed
+    /// certificate, or the chain loaded from files. Empty without TLS, and for a ready rustls configuration.
+    pub fn certificates(&self) -> Vec<CertificateDer<'static>> {
+        self.certificates.clone()
+    }
+
+    /// How many clients are logged in now.
+    pub fn num_clients(&self) -> usize {
+        self.ctx.clients.len()
+    }
+
+    /// Shuts down gracefully: stops accepting, tells every client `Status Restarting` and closes it, waits up
+    /// to the configured shutdown timeout for connections to end, aborts the rest, and stops STUN and
+    /// metrics.
+    pub async fn shutdown(self) {
+        let Self {
+            stop,
+            ctx,
+            relay_task,
+            metrics_task,
+            stun,
+            ..
+        } = self;
+        info!("relay server shutting down");
+        // Wakes the accept loops and connections still in HTTP or the login; none can register after
+        // `close_all` below.
+        stop.send_replace(true);
+        ctx.clients.close_all(CloseReason::Shutdown);
+        if let Err(error) = relay_task.await {
+            debug!(%error, "relay accept task ended abnormally");
+        }
+        if let Some(task) = metrics_task
+            && let Err(error) = task.await
+        {
+            debug!(%error, "metrics task ended abnormally");
+        }
+        if let Some(stun) = stun {
+            stun.shutdown().await;
+        }
+        info!("relay server stopped");
+    }
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`: drop it here rather than in the caller's `select!`.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// The URL clients use to reach the relay listener.
+fn relay_url(
+    config: &ServerConfig,
+    tls: Option<&tls::Tls>,
+    addr: SocketAddr,
+) -> Result<RelayUrl, ServerError> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let port = addr.port();
+    let host = config
+        .hostname
+        .clone()
+        .or_else(|| tls.and_then(|tls| tls.hostname.clone()));
+    let text = match host {
+        Some(host) if host.parse::<std::net::Ipv6Addr>().is_ok() => {
+            format!("{scheme}://[{host}]:{port}")
+        }
+        Some(host) => format!("{scheme}://{host}:{port}"),
+        None => {
+            let ip = match addr.ip() {
+                ip if !ip.is_unspecified() => ip,
+                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            };
+            format!("{scheme}://{}", SocketAddr::new(ip, port))
+        }
+    };
+    text.parse()
+        .map_err(|e| ServerError::InvalidConfig(format!("relay URL {text:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_urls() {
+        let config = ServerConfig::dev();
+        let addr: SocketAddr = "127.0.0.1:3340".parse().unwrap();
+        assert_eq!(
+            relay_url(&config, None, addr).unwrap().to_string(),
+            "http://127.0.0.1:3340/"
+        );
+        let addr: SocketAddr = "[::]:3340".parse().unwrap();
+        assert_eq!(
+            relay_url(&config, None, addr).unwrap().to_string(),
+            "http://[::1]:3340/"
+        );
+        let tls = tls::build(&TlsConfig::self_signed_localhost()).unwrap();
+        assert_eq!(
+            relay_url(&config, Some(&tls), addr).unwrap().to_string(),
+            "https://localhost:3340/"
+        );
+        let config = config.with_hostname("relay.example.org");
+        assert_eq!(
+            relay_url(&config, Some(&tls), addr).unwrap().to_string(),
+            "https://relay.example.org:3340/"
+        );
+    }
+}
