@@ -1,0 +1,332 @@
+//! Path selection as a sans-IO core: for every remote node, the known direct paths, the relay, trust, when
+//! to ping, when to send call-me-maybe, and where each packet goes.
+//!
+//! [`Paths`] never reads the clock, draws no randomness of its own choosing (it is seeded) and touches no
+//! socket. Its driver (the magic socket's actor) feeds it:
+//!
+//! - what it learns: [`Paths::add_node_addr`], [`Paths::set_own_addrs`], received disco messages
+//!   ([`Paths::handle_ping`], [`Paths::handle_pong`], [`Paths::handle_call_me_maybe`]), traffic
+//!   ([`Paths::note_activity`], [`Paths::handle_udp_recv`]);
+//! - the passing of time: [`Paths::handle_timeout`] at [`Paths::poll_timeout`].
+//!
+//! After every input the driver drains [`Paths::poll_transmit`] (disco messages to seal and send) and
+//! [`Paths::poll_event`] (send plans to publish for the socket, observed addresses) until both return `None`,
+//! then re-arms its one timer at [`Paths::poll_timeout`].
+//!
+//! Holepunching (DESIGN.md section 5): while a node is active and has no trusted direct path, the core pings
+//! every candidate address and sends call-me-maybe through the relay, again every holepunch interval; the
+//! other side pings the addresses it is told. The first pong makes a path trusted and the best one; a
+//! lower-latency path replaces it (IPv6 preferred when close). A trusted path carries traffic alone,
+//! kept fresh by heartbeat pings; when it goes quiet the plan falls back to relay plus direct, then relay.
+
+mod node;
+mod types;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use iroh_base::{NodeAddr, NodeId, RelayUrl};
+use rand::{SeedableRng, rngs::StdRng};
+
+use self::node::{Ctx, NodeState};
+pub use self::types::{
+    ConnectionType, DiscoTransmit, NodeInfo, PathEvent, PathInfo, SendAddr, SendPlan, Source, TxId,
+};
+
+/// Timing and limits of path selection. The defaults suit the internet; tests shorten or vary them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PathConfig {
+    /// How long a pong keeps a path trusted.
+    pub trust_duration: Duration,
+    /// How often an active node's best path is pinged, which also keeps NAT mappings open (well under 30 s).
+    pub heartbeat_interval: Duration,
+    /// How often holepunching is retried while an active node has no trusted path.
+    pub holepunch_interval: Duration,
+    /// How often all candidates are pinged while a trusted path exists, to find a better one.
+    pub upgrade_interval: Duration,
+    /// How long a ping waits for its pong.
+    pub ping_timeout: Duration,
+    /// The least time between two pings to one address.
+    pub min_ping_interval: Duration,
+    /// A ping unanswered for this long, at least, makes a trusted path suspect (see
+    /// [`PathConfig::suspect_after`]).
+    pub min_suspect_timeout: Duration,
+    /// After trust ends, how long direct sending continues alongside the relay.
+    pub stale_grace: Duration,
+    /// A node with no traffic for this long is idle: no heartbeats, no holepunching.
+    pub session_active_timeout: Duration,
+    /// Candidates nobody mentioned and that did not answer for this long are forgotten.
+    pub candidate_ttl: Duration,
+    /// The most candidate addresses kept per node.
+    pub max_paths: usize,
+}
+
+impl Default for PathConfig {
+    fn default() -> Self {
+        Self {
+            trust_duration: Duration::from_millis(6500),
+            heartbeat_interval: Duration::from_secs(2),
+            holepunch_interval: Duration::from_secs(5),
+            upgrade_interval: Duration::from_secs(60),
+            ping_timeout: Duration::from_secs(5),
+            min_ping_interval: Duration::from_millis(500),
+            min_suspect_timeout: Duration::from_millis(400),
+            stale_grace: Duration::from_secs(15),
+            session_active_timeout: Duration::from_secs(45),
+            candidate_ttl: Duration::from_secs(600),
+            max_paths: 32,
+        }
+    }
+}
+
+impl PathConfig {
+    /// How long a ping on a trusted path with this latency may go unanswered before the path is suspect:
+    /// three round trips, at least [`PathConfig::min_suspect_timeout`].
+    pub fn suspect_after(&self, latency: Duration) -> Duration {
+        (latency * 3).max(self.min_suspect_timeout)
+    }
+
+    /// Whether a path with `latency` should replace the current best path with `current` latency.
+    ///
+    /// Within one address family the newcomer must be clearly faster (by a tenth), so that jitter does not
+    /// flap between paths. IPv6 is preferred when close: an IPv6 path within a tenth of an IPv4 one replaces
+    /// it, and an IPv4 path must be a fifth faster to replace an IPv6 one (1.1 x 0.8 < 1, so no flapping).
+    pub fn is_better(
+        &self,
+        addr: SocketAddr,
+        latency: Duration,
+        current_addr: SocketAddr,
+        current: Duration,
+    ) -> bool {
+        let (new, cur) = (latency.as_nanos(), current.as_nanos());
+        match (addr.is_ipv6(), current_addr.is_ipv6()) {
+            (true, false) => new * 10 < cur * 11,
+            (false, true) => new * 10 < cur * 8,
+            _ => new * 10 < cur * 9,
+        }
+    }
+}
+
+/// The path tables of all remote nodes.
+#[derive(Debug)]
+pub struct Paths {
+    config: PathConfig,
+    nodes: HashMap<NodeId, NodeState>,
+    by_addr: HashMap<SocketAddr, NodeId>,
+    own_addrs: Vec<SocketAddr>,
+    rng: StdRng,
+    transmits: VecDeque<DiscoTransmit>,
+    events: VecDeque<PathEvent>,
+    scratch: Vec<DiscoTransmit>,
+}
+
+impl Paths {
+    /// An empty table. `seed` seeds the transaction ids of pings (use a random seed outside tests).
+    pub fn new(config: PathConfig, seed: u64) -> Self {
+        Self {
+            config,
+            nodes: HashMap::new(),
+            by_addr: HashMap::new(),
+            own_addrs: Vec::new(),
+            rng: StdRng::seed_from_u64(seed),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &PathConfig {
+        &self.config
+    }
+
+    /// Learns a node's relay and direct addresses, as given by the application or discovery.
+    pub fn add_node_addr(&mut self, now: Instant, addr: &NodeAddr, source: Source) {
+        let node = self
+            .nodes
+            .entry(addr.node_id)
+            .or_insert_with(|| NodeState::new(addr.node_id));
+        if let Some(url) = &addr.relay_url {
+            node.set_relay_url(url.clone());
+        }
+        let mut new_addrs = Vec::new();
+        for direct in &addr.direct_addresses {
+            if node.add_candidate(now, *direct, source, &self.config) {
+                new_addrs.push(*direct);
+            }
+        }
+        for direct in new_addrs {
+            self.by_addr.insert(direct, addr.node_id);
+        }
+        self.finish(now, addr.node_id);
+    }
+
+    /// Sets our own candidate addresses (local interfaces and STUN-learned public ones), sent in
+    /// call-me-maybe messages.
+    pub fn set_own_addrs(&mut self, addrs: Vec<SocketAddr>) {
+        self.own_addrs = addrs;
+    }
+
+    /// Notes that traffic for `node` is being sent or received, which keeps its session active and starts
+    /// holepunching when it has no trusted direct path.
+    pub fn note_activity(&mut self, now: Instant, node: NodeId) {
+        self.with_node(node, |state, cx| state.note_activity(now, cx));
+        self.finish(now, node);
+    }
+
+    /// The node a UDP source address belongs to, noting the traffic as activity.
+    pub fn handle_udp_recv(&mut self, now: Instant, from: SocketAddr) -> Option<NodeId> {
+        let node = *self.by_addr.get(&from)?;
+        self.note_activity(now, node);
+        Some(node)
+    }
+
+    /// The node a UDP address belongs to, if any, without side effects.
+    pub fn node_for_addr(&self, addr: &SocketAddr) -> Option<NodeId> {
+        self.by_addr.get(addr).copied()
+    }
+
+    /// Handles an authenticated ping from `node` that arrived over `from`.
+    pub fn handle_ping(&mut self, now: Instant, node: NodeId, from: &SendAddr, tx_id: TxId) {
+        self.with_node(node, |state, cx| state.handle_ping(now, from, tx_id, cx));
+        if let SendAddr::Udp(addr) = *from {
+            // The latest authenticated sender from an address owns it.
+            self.by_addr.insert(addr, node);
+        }
+        self.finish(now, node);
+    }
+
+    /// Handles an authenticated pong from `node` that arrived over `from`, reporting `observed` as the
+    /// address it saw our ping come from.
+    pub fn handle_pong(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        from: &SendAddr,
+        tx_id: TxId,
+        observed: Option<SocketAddr>,
+    ) {
+        let Some(state) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        if state.handle_pong(now, from, tx_id, &self.config).is_none() {
+            return;
+        }
+        if let SendAddr::Udp(addr) = *from {
+            self.by_addr.insert(addr, node);
+        }
+        if let Some(addr) = observed {
+            self.events
+                .push_back(PathEvent::ObservedOwnAddr { node, addr });
+        }
+        self.finish(now, node);
+    }
+
+    /// Handles an authenticated call-me-maybe from `node`, received through `relay`.
+    pub fn handle_call_me_maybe(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        relay: &RelayUrl,
+        addrs: &[SocketAddr],
+    ) {
+        self.with_node(node, |state, cx| {
+            state.handle_call_me_maybe(now, relay, addrs, cx);
+        });
+        for addr in addrs {
+            self.by_addr.entry(*addr).or_insert(node);
+        }
+        self.finish(now, node);
+    }
+
+    /// Does what is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for node in ids {
+            self.with_node(node, |state, cx| state.maintain(now, cx));
+            self.finish(now, node);
+        }
+    }
+
+    /// When [`Paths::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        self.nodes
+            .values()
+            .filter_map(|node| node.next_timeout(now, &self.config))
+            .min()
+    }
+
+    /// The next disco message to send.
+    pub fn poll_transmit(&mut self) -> Option<DiscoTransmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<PathEvent> {
+        self.events.pop_front()
+    }
+
+    /// Where packets to `node` go at `now`.
+    pub fn send_plan(&self, now: Instant, node: &NodeId) -> SendPlan {
+        self.nodes
+            .get(node)
+            .map(|state| state.send_plan(now, &self.config))
+            .unwrap_or_default()
+    }
+
+    /// The connection type to `node` at `now`.
+    pub fn conn_type(&self, now: Instant, node: &NodeId) -> ConnectionType {
+        self.nodes.get(node).map_or(ConnectionType::None, |state| {
+            state.conn_type(now, &self.config)
+        })
+    }
+
+    /// What is known about `node`.
+    pub fn node_info(&self, now: Instant, node: &NodeId) -> Option<NodeInfo> {
+        Some(self.nodes.get(node)?.info(now, &self.config))
+    }
+
+    /// The relay of `node`, if known.
+    pub fn relay_url(&self, node: &NodeId) -> Option<&RelayUrl> {
+        self.nodes.get(node)?.relay_url()
+    }
+
+    /// Runs `f` on the state of `node` (created if new) with a context that collects its transmits; the
+    /// caller then calls [`Paths::finish`].
+    fn with_node(&mut self, node: NodeId, f: impl FnOnce(&mut NodeState, &mut Ctx<'_>)) {
+        let mut out = std::mem::take(&mut self.scratch);
+        let state = self
+            .nodes
+            .entry(node)
+            .or_insert_with(|| NodeState::new(node));
+        let mut cx = Ctx {
+            config: &self.config,
+            rng: &mut self.rng,
+            own_addrs: &self.own_addrs,
+            out: &mut out,
+        };
+        f(state, &mut cx);
+        self.scratch = out;
+    }
+
+    /// Moves what a node operation produced into the queues and reports a plan change.
+    fn finish(&mut self, now: Instant, node: NodeId) {
+        self.transmits.extend(self.scratch.drain(..));
+        if let Some(state) = self.nodes.get_mut(&node) {
+            // Addresses the node gained (a pong from a new address, say) become known for demultiplexing.
+            for addr in state.addrs() {
+                self.by_addr.entry(addr).or_insert(node);
+            }
+            if let Some(plan) = state.update_plan(now, &self.config) {
+                self.events.push_back(PathEvent::PlanChanged { node, plan });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,369 @@
+//! Path selection under a virtual clock: two cores talk through a simulated network with latency, loss and
+//! links that can be cut, and a relay. No sleeps: time jumps from event to event.
+
+mod sim;
+
+use std::time::Duration;
+
+use self::sim::{Sim, SimConfig};
+use super::*;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn relay_first_then_direct() {
+    let mut sim = Sim::new(SimConfig::default());
+    // A knows B's relay and public address; B knows nothing of A.
+    sim.a_knows_b(true, true);
+    sim.activity(true, true);
+    sim.run_for(ms(1));
+    // Right away: a ping is in flight, so packets go both ways.
+    assert!(matches!(sim.a_conn(), ConnectionType::Mixed(addr, _) if addr == sim.b_addr()));
+    let b_trusts_a = |s: &Sim| {
+        let info = s.b.node_info(s.now, &s.a_id).unwrap();
+        info.paths.iter().any(|p| p.addr == s.a_addr() && p.trusted)
+    };
+    let direct_at = sim.run_until(Duration::from_secs(10), |s| {
+        matches!(s.a_conn(), ConnectionType::Direct(_)) && b_trusts_a(s)
+    });
+    // A's ping and B's pong: one round trip of 2 x 10 ms; B pings back as soon as A's ping arrives.
+    assert!(
+        direct_at.expect("both sides direct") <= ms(100),
+        "took {direct_at:?}"
+    );
+    assert_eq!(sim.a_conn(), ConnectionType::Direct(sim.b_addr()));
+    assert_eq!(sim.b_conn(), ConnectionType::Direct(sim.a_addr()));
+    // B learned A's address from the ping (peer-reflexive), and A's relay from the call-me-maybe.
+    let info = sim.b.node_info(sim.now, &sim.a_id).unwrap();
+    assert!(info.paths[0].sources.contains(&Source::PeerReflexive));
+    sim.run_for(ms(100));
+    assert!(sim.b.relay_url(&sim.a_id).is_some());
+}
+
+#[test]
+fn stays_direct_under_heartbeats() {
+    let mut sim = Sim::new(SimConfig::default());
+    sim.a_knows_b(true, true);
+    sim.activity(true, true);
+    sim.run_until(Duration::from_secs(5), |s| {
+        matches!(s.a_conn(), ConnectionType::Direct(_))
+    })
+    .expect("direct");
+    // Two minutes of traffic: the path never leaves direct, and heartbeats keep coming.
+    let changes_before = sim.a_plan_changes;
+    let pings_before = sim.pings_sent;
+    sim.run_for(Duration::from_secs(120));
+    assert_eq!(sim.a_conn(), ConnectionType::Direct(sim.b_addr()));
+    assert_eq!(sim.a_plan_changes, changes_before, "no flapping");
+    let pings = sim.pings_sent - pings_before;
+    // A heartbeat every 2 s per side, plus an upgrade round every minute: NAT mappings stay open.
+    assert!((100..=160).contains(&pings), "{pings} pings in 120 s");
+}
+
+#[test]
+fn blocked_udp_stays_on_the_relay() {
+    let mut sim = Sim::new(SimConfig::default());
+    sim.a_knows_b(true, true);
+    sim.set_udp(false);
+    sim.activity(true, true);
+    sim.run_for(ms(1));
+    assert!(matches!(sim.a_conn(), ConnectionType::Mixed(..)));
+    // Once the pings have timed out, only the relay carries traffic, and holepunching keeps retrying.
+    sim.run_for(Duration::from_secs(6));
+    assert!(
+        matches!(sim.a_conn(), ConnectionType::Relay(_)),
+        "{} {:#?} {:#?}",
+        sim.a_conn(),
+        sim.a.node_info(sim.now, &sim.b_id),
+        sim.trace
+    );
+    assert!(
+        matches!(sim.b_conn(), ConnectionType::Relay(_)),
+        "{}",
+        sim.b_conn()
+    );
+    let pings = sim.pings_sent;
+    sim.run_for(Duration::from_secs(30));
+    assert!(sim.pings_sent > pings, "holepunching retries while active");
+    assert!(matches!(
+        sim.a_conn(),
+        ConnectionType::Relay(_) | ConnectionType::Mixed(..)
+    ));
+}
+
+#[test]
+fn blackholed_path_falls_back_and_recovers() {
+    let mut sim = Sim::new(SimConfig::default());
+    sim.a_knows_b(true, true);
+    sim.activity(true, true);
+    sim.run_until(Duration::from_secs(5), |s| {
+        matches!(s.a_conn(), ConnectionType::Direct(_))
+    })
+    .expect("direct");
+    sim.run_for(Duration::from_secs(3));
+
+    sim.set_udp(false);
+    let fallback = sim
+        .run_until(Duration::from_secs(10), |s| {
+            !matches!(s.a_conn(), ConnectionType::Direct(_))
+        })
+        .expect("falls back");
+    // Detected by the next heartbeat (every 2 s) going unanswered for the suspect timeout (400 ms).
+    assert!(fallback <= ms(2500), "fallback took {fallback:?}");
+    assert!(sim.a_conn_uses_relay());
+    // Every packet from now on has the relay in its plan.
+    sim.run_for(Duration::from_secs(20));
+    assert!(
+        matches!(sim.a_conn(), ConnectionType::Relay(_)),
+        "{}",
+        sim.a_conn()
+    );
+
+    sim.set_udp(true);
+    let back = sim
+        .run_until(Duration::from_secs(10), |s| {
+            matches!(s.a_conn(), ConnectionType::Direct(_))
+        })
+        .expect("direct again");
+    // The next holepunch round (every 5 s) finds it.
+    assert!(back <= ms(5100), "recovery took {back:?}");
+}
+
+#[test]
+fn lossy_path_still_goes_direct() {
+    let mut sim = Sim::new(SimConfig {
+        loss: 0.3,
+        ..SimConfig::default()
+    });
+    sim.a_knows_b(true, true);
+    sim.activity(true, true);
+    let at = sim.run_until(Duration::from_secs(30), |s| {
+        matches!(s.a_conn(), ConnectionType::Direct(_))
+            && matches!(s.b_conn(), ConnectionType::Direct(_))
+    });
+    assert!(at.is_some(), "never direct with 30% loss");
+}
+
+#[test]
+fn direct_only_without_relay() {
+    let mut sim = Sim::new(SimConfig::default());
+    sim.a_knows_b(false, true);
+    sim.activity(true, true);
+    sim.run_for(ms(1));
+    // No relay: the only plan is the candidate address, confirmed or not.
+    assert_eq!(sim.a_conn(), ConnectionType::Direct(sim.b_addr()));
+    sim.run_until(Duration::from_secs(5), |s| {
+        matches!(s.b_conn(), ConnectionType::Direct(_))
+    })
+    .expect("B learns A from its pings");
+}
+
+#[test]
+fn relay_only_when_no_address_is_known() {
+    let mut sim = Sim::new(SimConfig::default());
+    sim.a_knows_b(true, false);
+    sim.activity(true, true);
+    sim.run_for(ms(1));
+    assert!(matches!(sim.a_conn(), ConnectionType::Relay(_)));
+    // The call-me-maybe gives B A's address; B's pings reach A, which learns B's address and confirms it.
+    sim.run_until(Duration::from_secs(5), |s| {
+        matches!(s.a_conn(), ConnectionType::Direct(_))
+            && matches!(s.b_conn(), ConnectionType::Direct(_))
+    })
+    .expect("direct through call-me-maybe");
+}
+
+#[test]
+fn idle_nodes_stop_pinging() {
+    let mut sim = Sim::new(SimConfig::default());
+    sim.a_knows_b(true, true);
+    sim.activity(true, true);
+    sim.run_for(Duration::from_secs(10));
+    sim.activity(false, false);
+    sim.run_for(Duration::from_secs(60));
+    let pings = sim.pings_sent;
+    sim.run_for(Duration::from_secs(600));
+    assert_eq!(sim.pings_sent, pings, "no pings while idle");
+    assert_eq!(
+        sim.a
+            .poll_timeout(sim.now)
+            .map(|t| t > sim.now + Duration::from_secs(3600)),
+        None
+    );
+}
+
+#[test]
+fn same_seed_same_trace() {
+    let run = || {
+        let mut sim = Sim::new(SimConfig {
+            loss: 0.2,
+            ..SimConfig::default()
+        });
+        sim.a_knows_b(true, true);
+        sim.activity(true, true);
+        sim.run_for(Duration::from_secs(20));
+        (sim.trace.clone(), sim.a_conn())
+    };
+    assert_eq!(run(), run());
+}
+
+mod unit {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use iroh_base::SecretKey;
+
+    use super::*;
+
+    fn node(n: u8) -> NodeId {
+        SecretKey::from_bytes(&[n; 32]).public()
+    }
+
+    fn v4(port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), port))
+    }
+
+    fn relay() -> RelayUrl {
+        "https://relay.example.org".parse().unwrap()
+    }
+
+    fn drain(paths: &mut Paths) -> Vec<DiscoTransmit> {
+        std::iter::from_fn(|| paths.poll_transmit()).collect()
+    }
+
+    fn ping_ids(transmits: &[DiscoTransmit]) -> Vec<(SocketAddr, TxId)> {
+        transmits
+            .iter()
+            .filter_map(|t| match t {
+                DiscoTransmit::Ping {
+                    dst: SendAddr::Udp(addr),
+                    tx_id,
+                    ..
+                } => Some((*addr, *tx_id)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn unknown_and_replayed_pongs_change_nothing() {
+        let now = Instant::now();
+        let mut paths = Paths::new(PathConfig::default(), 1);
+        let b = node(2);
+        paths.add_node_addr(
+            now,
+            &NodeAddr::new(b).with_direct_addresses([v4(1)]),
+            Source::App,
+        );
+        paths.note_activity(now, b);
+        let pings = ping_ids(&drain(&mut paths));
+        assert_eq!(pings.len(), 1);
+        paths.handle_pong(
+            now,
+            b,
+            &SendAddr::Udp(v4(1)),
+            TxId::from_bytes([9; 12]),
+            None,
+        );
+        assert!(
+            !matches!(paths.conn_type(now, &b), ConnectionType::Direct(_))
+                || paths.relay_url(&b).is_none()
+        );
+        let info = paths.node_info(now, &b).unwrap();
+        assert!(
+            !info.paths[0].trusted,
+            "a pong for no ping of ours confirms nothing"
+        );
+        // The real pong confirms; the same pong again is ignored.
+        let later = now + ms(30);
+        paths.handle_pong(later, b, &SendAddr::Udp(v4(1)), pings[0].1, Some(v4(99)));
+        assert!(paths.node_info(later, &b).unwrap().paths[0].trusted);
+        assert_eq!(
+            paths.node_info(later, &b).unwrap().paths[0].latency,
+            Some(ms(30))
+        );
+        let events: Vec<_> = std::iter::from_fn(|| paths.poll_event()).collect();
+        assert!(events.contains(&PathEvent::ObservedOwnAddr {
+            node: b,
+            addr: v4(99)
+        }));
+        paths.handle_pong(later + ms(1), b, &SendAddr::Udp(v4(1)), pings[0].1, None);
+        assert_eq!(
+            paths.node_info(later, &b).unwrap().paths[0].latency,
+            Some(ms(30))
+        );
+    }
+
+    #[test]
+    fn lower_latency_and_ipv6_win() {
+        let now = Instant::now();
+        let mut paths = Paths::new(PathConfig::default(), 1);
+        let b = node(2);
+        let v6 = SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 7));
+        paths.add_node_addr(
+            now,
+            &NodeAddr::new(b)
+                .with_relay_url(relay())
+                .with_direct_addresses([v4(1), v4(2), v6]),
+            Source::App,
+        );
+        paths.note_activity(now, b);
+        let pings = ping_ids(&drain(&mut paths));
+        assert_eq!(pings.len(), 3);
+        let id = |addr| pings.iter().find(|(a, _)| *a == addr).unwrap().1;
+        // The slow v4 path answers first and becomes best.
+        paths.handle_pong(now + ms(50), b, &SendAddr::Udp(v4(1)), id(v4(1)), None);
+        assert_eq!(
+            paths.conn_type(now + ms(50), &b),
+            ConnectionType::Direct(v4(1))
+        );
+        // A v4 path only 4% faster does not replace it (no flapping on jitter).
+        let t = now + ms(48);
+        paths.handle_pong(t, b, &SendAddr::Udp(v4(2)), id(v4(2)), None);
+        assert_eq!(paths.conn_type(t, &b), ConnectionType::Direct(v4(1)));
+        // IPv6 slightly slower (52 vs 50 ms) but within a tenth wins: IPv6 is preferred when close.
+        let t = now + ms(52);
+        paths.handle_pong(t, b, &SendAddr::Udp(v6), id(v6), None);
+        assert_eq!(paths.conn_type(t, &b), ConnectionType::Direct(v6));
+    }
+
+    #[test]
+    fn candidates_are_capped() {
+        let now = Instant::now();
+        let mut paths = Paths::new(PathConfig::default(), 1);
+        let b = node(2);
+        let relay = relay();
+        let addrs: Vec<SocketAddr> = (1..=100).map(v4).collect();
+        paths.handle_call_me_maybe(now, b, &relay, &addrs);
+        let info = paths.node_info(now, &b).unwrap();
+        assert_eq!(info.paths.len(), PathConfig::default().max_paths);
+        assert_eq!(info.relay_url, Some(relay));
+    }
+
+    #[test]
+    fn a_ping_is_answered_on_its_path() {
+        let now = Instant::now();
+        let mut paths = Paths::new(PathConfig::default(), 1);
+        let a = node(1);
+        paths.handle_ping(now, a, &SendAddr::Udp(v4(5)), TxId::from_bytes([3; 12]));
+        let out = drain(&mut paths);
+        assert!(out.contains(&DiscoTransmit::Pong {
+            node: a,
+            dst: SendAddr::Udp(v4(5)),
+            tx_id: TxId::from_bytes([3; 12]),
+            observed: Some(v4(5)),
+        }));
+        // And we ping back to confirm the path from our side.
+        assert_eq!(ping_ids(&out).len(), 1);
+        assert_eq!(paths.node_for_addr(&v4(5)), Some(a));
+        // A ping through the relay is answered through the relay, with no observed address.
+        paths.handle_ping(now, a, &SendAddr::Relay(relay()), TxId::from_bytes([4; 12]));
+        assert!(drain(&mut paths).contains(&DiscoTransmit::Pong {
+            node: a,
+            dst: SendAddr::Relay(relay()),
+            tx_id: TxId::from_bytes([4; 12]),
+            observed: None,
+        }));
+    }
+}

@@ -1,0 +1,319 @@
+//! A two-node network simulator under a virtual clock, for path selection tests.
+//!
+//! Node A and node B each run a [`Paths`] core. Disco messages between them travel over a simulated UDP
+//! path (one-way latency, seeded random loss, a switch to cut it) or through a relay (slower, lossless).
+//! Time advances straight to the next delivery, timeout or traffic tick.
+
+use std::{
+    cmp::Reverse,
+    collections::BinaryHeap,
+    net::{Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use iroh_base::{NodeAddr, NodeId, RelayUrl, SecretKey};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use super::super::*;
+
+/// Network conditions.
+#[derive(Debug, Clone)]
+pub(super) struct SimConfig {
+    pub(super) udp_latency: Duration,
+    pub(super) relay_latency: Duration,
+    pub(super) loss: f64,
+    pub(super) seed: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            udp_latency: Duration::from_millis(10),
+            relay_latency: Duration::from_millis(30),
+            loss: 0.0,
+            seed: 7,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Msg {
+    Ping(TxId),
+    Pong(TxId, Option<SocketAddr>),
+    CallMeMaybe(Vec<SocketAddr>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Delivery {
+    to_a: bool,
+    via_relay: bool,
+    msg: Msg,
+}
+
+/// How often each active side notes traffic (as an application sending data would).
+const TRAFFIC_TICK: Duration = Duration::from_millis(100);
+
+pub(super) struct Sim {
+    pub(super) now: Instant,
+    start: Instant,
+    pub(super) a: Paths,
+    pub(super) b: Paths,
+    pub(super) a_id: NodeId,
+    pub(super) b_id: NodeId,
+    relay: RelayUrl,
+    config: SimConfig,
+    udp_up: bool,
+    queue: BinaryHeap<Reverse<(Instant, u64, Delivery)>>,
+    seq: u64,
+    rng: StdRng,
+    active: (bool, bool),
+    next_tick: Instant,
+    pub(super) pings_sent: usize,
+    pub(super) a_plan_changes: usize,
+    pub(super) trace: Vec<String>,
+}
+
+impl Sim {
+    pub(super) fn new(config: SimConfig) -> Self {
+        let now = Instant::now();
+        let mut a = Paths::new(PathConfig::default(), config.seed);
+        let mut b = Paths::new(PathConfig::default(), config.seed + 1);
+        let a_addr = SocketAddr::from((Ipv4Addr::new(198, 18, 0, 1), 1111));
+        let b_addr = SocketAddr::from((Ipv4Addr::new(198, 18, 0, 2), 2222));
+        a.set_own_addrs(vec![a_addr]);
+        b.set_own_addrs(vec![b_addr]);
+        Self {
+            now,
+            start: now,
+            a,
+            b,
+            a_id: SecretKey::from_bytes(&[1; 32]).public(),
+            b_id: SecretKey::from_bytes(&[2; 32]).public(),
+            relay: "https://relay.example.org".parse().expect("valid url"),
+            rng: StdRng::seed_from_u64(config.seed),
+            config,
+            udp_up: true,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            active: (false, false),
+            next_tick: now,
+            pings_sent: 0,
+            a_plan_changes: 0,
+            trace: Vec::new(),
+        }
+    }
+
+    pub(super) fn a_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::new(198, 18, 0, 1), 1111))
+    }
+
+    pub(super) fn b_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::new(198, 18, 0, 2), 2222))
+    }
+
+    /// Gives A a `NodeAddr` for B with its relay and/or its address.
+    pub(super) fn a_knows_b(&mut self, relay: bool, addr: bool) {
+        let mut node_addr = NodeAddr::new(self.b_id);
+        if relay {
+            node_addr = node_addr.with_relay_url(self.relay.clone());
+        }
+        if addr {
+            node_addr = node_addr.with_direct_addresses([self.b_addr()]);
+        }
+        self.a.add_node_addr(self.now, &node_addr, Source::App);
+        self.pump();
+    }
+
+    /// Whether A and B are sending traffic to each other.
+    pub(super) fn activity(&mut self, a: bool, b: bool) {
+        self.active = (a, b);
+        self.next_tick = self.now;
+    }
+
+    pub(super) fn set_udp(&mut self, up: bool) {
+        self.udp_up = up;
+    }
+
+    pub(super) fn a_conn(&self) -> ConnectionType {
+        self.a.conn_type(self.now, &self.b_id)
+    }
+
+    pub(super) fn b_conn(&self) -> ConnectionType {
+        self.b.conn_type(self.now, &self.a_id)
+    }
+
+    pub(super) fn a_conn_uses_relay(&self) -> bool {
+        self.a.send_plan(self.now, &self.b_id).relay.is_some()
+    }
+
+    pub(super) fn run_for(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        while self.step(end) {}
+        self.now = end;
+    }
+
+    /// Runs until `done` holds (checked after every step), at most `limit`; returns how long it took.
+    pub(super) fn run_until(
+        &mut self,
+        limit: Duration,
+        done: impl Fn(&Self) -> bool,
+    ) -> Option<Duration> {
+        let start = self.now;
+        let end = start + limit;
+        loop {
+            if done(self) {
+                return Some(self.now - start);
+            }
+            if !self.step(end) {
+                self.now = end;
+                return done(self).then(|| self.now - start);
+            }
+        }
+    }
+
+    /// Advances to the next thing that happens before `end`; false if nothing does.
+    fn step(&mut self, end: Instant) -> bool {
+        let mut next = [
+            self.queue.peek().map(|Reverse((at, _, _))| *at),
+            self.a.poll_timeout(self.now),
+            self.b.poll_timeout(self.now),
+            (self.active.0 || self.active.1).then_some(self.next_tick),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if next.is_some_and(|at| at > end) {
+            next = None;
+        }
+        let Some(at) = next else {
+            return false;
+        };
+        self.now = self.now.max(at);
+        let now = self.now;
+
+        while self
+            .queue
+            .peek()
+            .is_some_and(|Reverse((at, _, _))| *at <= now)
+        {
+            let Some(Reverse((_, _, delivery))) = self.queue.pop() else {
+                break;
+            };
+            self.deliver(delivery);
+        }
+        if self.a.poll_timeout(now).is_some_and(|t| t <= now) {
+            self.a.handle_timeout(now);
+        }
+        if self.b.poll_timeout(now).is_some_and(|t| t <= now) {
+            self.b.handle_timeout(now);
+        }
+        if (self.active.0 || self.active.1) && self.next_tick <= now {
+            if self.active.0 {
+                self.a.note_activity(now, self.b_id);
+            }
+            if self.active.1 {
+                self.b.note_activity(now, self.a_id);
+            }
+            self.next_tick = now + TRAFFIC_TICK;
+        }
+        self.pump();
+        true
+    }
+
+    fn deliver(&mut self, delivery: Delivery) {
+        let now = self.now;
+        let (a_addr, b_addr) = (self.a_addr(), self.b_addr());
+        let (core, sender, sender_addr) = if delivery.to_a {
+            (&mut self.a, self.b_id, b_addr)
+        } else {
+            (&mut self.b, self.a_id, a_addr)
+        };
+        let from = if delivery.via_relay {
+            SendAddr::Relay(self.relay.clone())
+        } else {
+            SendAddr::Udp(sender_addr)
+        };
+        self.trace.push(format!(
+            "{:?} to {} via {}: {:?}",
+            now - self.start,
+            if delivery.to_a { "A" } else { "B" },
+            if delivery.via_relay { "relay" } else { "udp" },
+            delivery.msg
+        ));
+        match delivery.msg {
+            Msg::Ping(tx_id) => core.handle_ping(now, sender, &from, tx_id),
+            Msg::Pong(tx_id, observed) => core.handle_pong(now, sender, &from, tx_id, observed),
+            Msg::CallMeMaybe(addrs) => {
+                core.handle_call_me_maybe(now, sender, &self.relay.clone(), &addrs);
+            }
+        }
+    }
+
+    /// Drains both cores' transmits into the network and their events into the counters.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.a.poll_transmit() {
+                self.send(true, t);
+                moved = true;
+            }
+            while let Some(t) = self.b.poll_transmit() {
+                self.send(false, t);
+                moved = true;
+            }
+            while let Some(event) = self.a.poll_event() {
+                if let PathEvent::PlanChanged { plan, .. } = &event {
+                    self.a_plan_changes += 1;
+                    self.trace.push(format!(
+                        "{:?} A plan {}",
+                        self.now - self.start,
+                        plan.conn_type()
+                    ));
+                }
+            }
+            while self.b.poll_event().is_some() {}
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn send(&mut self, from_a: bool, transmit: DiscoTransmit) {
+        let (dst, msg) = match transmit {
+            DiscoTransmit::Ping { dst, tx_id, .. } => {
+                self.pings_sent += 1;
+                (dst, Msg::Ping(tx_id))
+            }
+            DiscoTransmit::Pong {
+                dst,
+                tx_id,
+                observed,
+                ..
+            } => (dst, Msg::Pong(tx_id, observed)),
+            DiscoTransmit::CallMeMaybe { relay, addrs, .. } => {
+                (SendAddr::Relay(relay), Msg::CallMeMaybe(addrs))
+            }
+        };
+        let peer_addr = if from_a { self.b_addr() } else { self.a_addr() };
+        let (via_relay, latency) = match dst {
+            SendAddr::Relay(_) => (true, self.config.relay_latency),
+            SendAddr::Udp(addr) => {
+                let lost = self.config.loss > 0.0 && self.rng.gen_bool(self.config.loss);
+                if addr != peer_addr || !self.udp_up || lost {
+                    return;
+                }
+                (false, self.config.udp_latency)
+            }
+        };
+        self.seq += 1;
+        self.queue.push(Reverse((
+            self.now + latency,
+            self.seq,
+            Delivery {
+                to_a: !from_a,
+                via_relay,
+                msg,
+            },
+        )));
+    }
+}
