@@ -1,37 +1,64 @@
 //! The heart of the workspace: dial a node by its public key and get a direct, encrypted QUIC connection.
 //!
-//! Built so far, the leaf modules the rest stands on:
+//! Two endpoints that know only each other's [`NodeAddr`](iroh_base::NodeAddr) get a QUIC connection at
+//! once (through a relay, or straight to a direct address), move to a direct UDP path as soon as
+//! holepunching finds one, and return to the relay when that path dies, while the application's streams
+//! carry on untouched.
 //!
-//! - [`tls`] (feature `quic`, on by default): rustls configs for quinn that authenticate both ends by their
-//!   ed25519 node keys, as RFC 7250 raw public keys; the dialled NodeId travels in the server name.
+//! Modules, bottom up:
+//!
 //! - [`disco`]: the sealed ping / pong / call-me-maybe packets that find and confirm direct paths, with their
 //!   codec (parse/encode pairs over byte slices, never panicking).
-//! - [`magicsock`]: so far its pure parts, [`magicsock::demux::classify`] (QUIC, disco or STUN: the one
-//!   place that decides) and [`magicsock::mapped::MappedAddrs`] (the made-up IPv6 address quinn sees for
-//!   each node).
-//! - [`paths`]: path selection as a sans-IO core: per remote node the candidate direct paths, trust, when to
-//!   ping and send call-me-maybe, and where each packet goes (direct, relay, or both while a path is
-//!   unconfirmed), tested under a virtual clock with simulated latency and loss.
-//! - [`net_report`]: a sans-IO core that learns our public addresses by STUN through the relays, measures
-//!   relay latency, picks the home relay and schedules refreshes well under NAT mapping timeouts; plus the
-//!   local interface addresses.
+//! - [`paths`]: path selection as a sans-IO core: per remote node its candidate addresses, trust,
+//!   holepunch scheduling and the send plan (direct, relay, or both).
+//! - [`net_report`]: our public addresses (STUN through the relays), relay latencies and the home relay, as
+//!   a sans-IO core, plus our local interface addresses.
+//! - [`tls`] (feature `quic`): rustls configs for quinn that authenticate both ends by their ed25519 node
+//!   keys, as RFC 7250 raw public keys; the dialled NodeId travels in the server name.
+//! - [`magicsock`]: [`magicsock::demux::classify`] (QUIC, disco or STUN: the one place that decides),
+//!   [`magicsock::mapped::MappedAddrs`] (the made-up IPv6 address quinn sees for each node) and, with
+//!   feature `quic`, the magic socket itself: the `quinn::AsyncUdpSocket` over two UDP sockets and the
+//!   relay clients, driven by an actor that owns the path and net report cores.
+//! - [`endpoint`] (feature `quic`): [`Endpoint`](endpoint::Endpoint) with its builder, `connect` /
+//!   `accept`, [`Connection`](endpoint::Connection) (remote NodeId and ALPN), and watchers of the home
+//!   relay, our direct addresses and the connection type per remote node.
 //!
-//! Still to come (see `DESIGN.md` sections 1, 2 and 5): the magic socket itself (the `quinn::AsyncUdpSocket`
-//! that drives these cores and sends each packet over the path they choose), discovery, and `Endpoint` with
-//! its builder, `connect` / `accept` and watchers.
+//! # Structured events
+//!
+//! Besides ordinary logs, these `tracing` events (level DEBUG, no message, fields only) mark notable
+//! happenings, for tools to filter on the target:
+//!
+//! | target | fields | when |
+//! |---|---|---|
+//! | `iroh::_events::conn_type` | `node`, `conn_type` | the send plan to a node changed: `direct(addr)`, `relay(url)`, `mixed(addr, url)` or `none` |
+//! | `iroh::_events::home_relay` | `url` | our home relay changed |
+//! | `iroh::_events::direct_addrs` | `addrs` | our own direct addresses changed |
+//! | `iroh::_events::magicsock::alias` | `src`, `alias` | QUIC from a source no disco message had named reached quinn under an alias |
+//! | `iroh::_events::net_report::ready` | `reason`, `global_v4`, `global_v6`, `udp_v4`, `udp_v6`, `mapping_varies_v4`, `preferred_relay` | a net report completed |
+//! | `iroh::_events::net_report::home_relay` | `from`, `to` | net report's preferred relay changed |
+//! | `iroh::_events::relay_client::connected` / `disconnected` | `url` (, `error`) | a relay connection came up or went down (from `iroh-relay`) |
 //!
 //! # Features
 //!
-//! - `quic` (default): everything that links quinn and rustls. Without it, only [`disco`] and
-//!   [`magicsock`]'s pure parts are built, which is what the fuzz targets use (`default-features = false`)
+//! - `quic` (default): everything that links quinn, rustls and tokio: [`tls`], the magic socket, the
+//!   [`endpoint`]. Without it, only the codecs and sans-IO cores ([`disco`], [`paths`], [`net_report`],
+//!   [`magicsock`]'s pure parts) are built, which is what the fuzz targets use (`default-features = false`)
 //!   so that they stay small. Code that needs quinn or rustls must stay behind this feature.
 #![forbid(unsafe_code)]
 #![cfg_attr(iroh_docsrs, feature(doc_cfg))]
 
 pub mod disco;
+#[cfg(feature = "quic")]
+#[cfg_attr(iroh_docsrs, doc(cfg(feature = "quic")))]
+pub mod endpoint;
 pub mod magicsock;
 pub mod net_report;
 pub mod paths;
 #[cfg(feature = "quic")]
 #[cfg_attr(iroh_docsrs, doc(cfg(feature = "quic")))]
 pub mod tls;
+
+/// The QUIC implementation the endpoint runs on, for its stream, error and configuration types.
+#[cfg(feature = "quic")]
+#[cfg_attr(iroh_docsrs, doc(cfg(feature = "quic")))]
+pub use quinn;

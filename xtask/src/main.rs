@@ -2,8 +2,8 @@
 //!
 //! - `cargo xtask ci`: everything CI checks, in order, with a summary at the end: the system tools the
 //!   tests need (installed with apt-get when running as root), rustfmt, clippy with warnings denied, the
-//!   tests (nextest when installed, plus doc tests), rustdoc with warnings denied, a build check of the fuzz
-//!   targets, and the source file length limit.
+//!   tests (nextest when installed, plus doc tests), the `demo` example (it must go direct), rustdoc with
+//!   warnings denied, a build check of the fuzz targets, and the source file length limit.
 //! - `cargo xtask check-tools`: only the first step.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -99,6 +99,15 @@ fn ci() -> ExitCode {
             )
         });
     }
+    run_step(&mut results, "demo example", || {
+        // The README's main command, as a test: it exits non-zero unless the connection went direct and the
+        // data arrived intact. A debug build and a smaller transfer keep it quick.
+        cargo(
+            &root,
+            &["run", "--locked", "--example", "demo", "--", "--size-mib", "16"],
+            &[],
+        )
+    });
     run_step(&mut results, "rustdoc", || {
         cargo(
             &root,

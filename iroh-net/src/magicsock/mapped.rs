@@ -67,18 +67,16 @@ struct Inner {
 impl MappedAddrs {
     /// A table under this process's random global id and the next free subnet id.
     pub fn new() -> Self {
-        let global_id = *GLOBAL_ID.get_or_init(rand::random);
-        Self::with_prefix(global_id, NEXT_SUBNET.fetch_add(1, Ordering::Relaxed))
+        Self {
+            prefix: next_prefix(),
+            inner: RwLock::new(Inner::default()),
+        }
     }
 
     /// A table with a given global id and subnet id, for deterministic tests.
     pub fn with_prefix(global_id: [u8; 5], subnet_id: u16) -> Self {
-        let mut prefix = [0u8; 8];
-        prefix[0] = ULA_LOCAL;
-        prefix[1..6].copy_from_slice(&global_id);
-        prefix[6..].copy_from_slice(&subnet_id.to_be_bytes());
         Self {
-            prefix,
+            prefix: make_prefix(global_id, subnet_id),
             inner: RwLock::new(Inner::default()),
         }
     }
@@ -133,26 +131,12 @@ impl MappedAddrs {
     }
 
     fn addr(&self, id: u64) -> SocketAddr {
-        let mut octets = [0u8; 16];
-        octets[..8].copy_from_slice(&self.prefix);
-        octets[8..].copy_from_slice(&id.to_be_bytes());
-        SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(octets), MAPPED_PORT, 0, 0))
+        addr_in(&self.prefix, id)
     }
 
     /// The interface id of an address in this table's range.
     fn interface_id(&self, addr: &SocketAddr) -> Option<u64> {
-        let SocketAddr::V6(addr) = addr else {
-            return None;
-        };
-        if addr.port() != MAPPED_PORT {
-            return None;
-        }
-        let octets = addr.ip().octets();
-        let (prefix, id) = octets.split_at(8);
-        if prefix != self.prefix {
-            return None;
-        }
-        Some(u64::from_be_bytes(id.try_into().ok()?))
+        interface_id_in(&self.prefix, addr)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -161,6 +145,46 @@ impl MappedAddrs {
         // poisoned lock is still sound to use.
         self.inner.read().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The address prefix of a new table: `fd`, this process's random global id, the next subnet id. Shared
+/// with the other made-up address tables of the crate (the magic socket's aliases of unknown sources), so
+/// that no two tables in a process overlap.
+pub(crate) fn next_prefix() -> [u8; 8] {
+    let global_id = *GLOBAL_ID.get_or_init(rand::random);
+    make_prefix(global_id, NEXT_SUBNET.fetch_add(1, Ordering::Relaxed))
+}
+
+fn make_prefix(global_id: [u8; 5], subnet_id: u16) -> [u8; 8] {
+    let mut prefix = [0u8; 8];
+    prefix[0] = ULA_LOCAL;
+    prefix[1..6].copy_from_slice(&global_id);
+    prefix[6..].copy_from_slice(&subnet_id.to_be_bytes());
+    prefix
+}
+
+/// The address with interface id `id` under `prefix`, at [`MAPPED_PORT`].
+pub(crate) fn addr_in(prefix: &[u8; 8], id: u64) -> SocketAddr {
+    let mut octets = [0u8; 16];
+    octets[..8].copy_from_slice(prefix);
+    octets[8..].copy_from_slice(&id.to_be_bytes());
+    SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(octets), MAPPED_PORT, 0, 0))
+}
+
+/// The interface id of `addr` if it lies under `prefix` at [`MAPPED_PORT`].
+pub(crate) fn interface_id_in(prefix: &[u8; 8], addr: &SocketAddr) -> Option<u64> {
+    let SocketAddr::V6(addr) = addr else {
+        return None;
+    };
+    if addr.port() != MAPPED_PORT {
+        return None;
+    }
+    let octets = addr.ip().octets();
+    let (head, id) = octets.split_at(8);
+    if head != prefix {
+        return None;
+    }
+    Some(u64::from_be_bytes(id.try_into().ok()?))
 }
 
 impl Default for MappedAddrs {

@@ -11,7 +11,10 @@
 //!
 //! After every input the driver drains [`Paths::poll_transmit`] (disco messages to seal and send) and
 //! [`Paths::poll_event`] (send plans to publish for the socket, observed addresses) until both return `None`,
-//! then re-arms its one timer at [`Paths::poll_timeout`].
+//! then re-arms its one timer at [`Paths::poll_timeout`]. `poll_timeout(now)` returns the next instant
+//! strictly after `now` at which something changes; when the timer armed for it fires, the driver calls
+//! [`Paths::handle_timeout`] unconditionally (asking `poll_timeout` again at that instant would already
+//! look past it).
 //!
 //! Holepunching (DESIGN.md section 5): while a node is active and has no trusted direct path, the core pings
 //! every candidate address and sends call-me-maybe through the relay, again every holepunch interval; the
@@ -92,9 +95,11 @@ impl PathConfig {
 
     /// Whether a path with `latency` should replace the current best path with `current` latency.
     ///
-    /// Within one address family the newcomer must be clearly faster (by a tenth), so that jitter does not
-    /// flap between paths. IPv6 is preferred when close: an IPv6 path within a tenth of an IPv4 one replaces
-    /// it, and an IPv4 path must be a fifth faster to replace an IPv6 one (1.1 x 0.8 < 1, so no flapping).
+    /// Within one address family the newcomer must be clearly faster: by a tenth and by at least
+    /// [`MIN_LATENCY_GAIN`], so that jitter (which on a LAN or loopback is as large as the latency itself)
+    /// does not flap between paths. IPv6 is preferred when close: an IPv6 path within a tenth, or within
+    /// [`MIN_LATENCY_GAIN`], of an IPv4 one replaces it, and an IPv4 path must be a fifth faster and
+    /// [`MIN_LATENCY_GAIN`] faster to replace an IPv6 one. No two paths can each replace the other.
     pub fn is_better(
         &self,
         addr: SocketAddr,
@@ -102,14 +107,23 @@ impl PathConfig {
         current_addr: SocketAddr,
         current: Duration,
     ) -> bool {
-        let (new, cur) = (latency.as_nanos(), current.as_nanos());
+        let clearly_faster = |ratio_num: u128, ratio_den: u128| {
+            latency.as_nanos() * ratio_den < current.as_nanos() * ratio_num
+                && latency + MIN_LATENCY_GAIN < current
+        };
         match (addr.is_ipv6(), current_addr.is_ipv6()) {
-            (true, false) => new * 10 < cur * 11,
-            (false, true) => new * 10 < cur * 8,
-            _ => new * 10 < cur * 9,
+            (true, false) => {
+                latency.as_nanos() * 10 < current.as_nanos() * 11
+                    || latency < current + MIN_LATENCY_GAIN
+            }
+            (false, true) => clearly_faster(8, 10),
+            _ => clearly_faster(9, 10),
         }
     }
 }
+
+/// The least latency improvement that makes a path replace the best one (see [`PathConfig::is_better`]).
+pub const MIN_LATENCY_GAIN: Duration = Duration::from_millis(1);
 
 /// The path tables of all remote nodes.
 #[derive(Debug)]

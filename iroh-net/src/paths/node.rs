@@ -184,7 +184,9 @@ impl NodeState {
             observed,
         });
         // The node is trying to reach us: ping back on a path we cannot vouch for yet, so that we confirm it
-        // from our side too (its pings open its NAT for ours).
+        // from our side too (its pings open its NAT for ours). Disco alone does not make the session
+        // active (only traffic does, through `note_activity`): otherwise two idle nodes would keep each
+        // other pinging forever.
         if let SendAddr::Udp(addr) = from {
             let trusted = self
                 .paths
@@ -195,7 +197,6 @@ impl NodeState {
                 self.ping(now, *addr, cx);
             }
         }
-        self.last_activity = Some(now);
     }
 
     /// Matches a pong to its ping. Returns `None` for a pong that answers no ping of ours (late, or forged
@@ -239,7 +240,6 @@ impl NodeState {
         for addr in addrs {
             self.add_candidate(now, *addr, Source::CallMeMaybe, config);
         }
-        self.last_activity = Some(now);
         for addr in addrs {
             let trusted = self
                 .paths

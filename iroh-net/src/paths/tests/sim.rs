@@ -171,20 +171,21 @@ impl Sim {
         }
     }
 
-    /// Advances to the next thing that happens before `end`; false if nothing does.
+    /// Advances to the next thing that happens before `end`; false if nothing does. Timers behave as a
+    /// driver's do: armed at `poll_timeout`, and firing `handle_timeout` when their instant comes.
     fn step(&mut self, end: Instant) -> bool {
-        let mut next = [
+        let a_timer = self.a.poll_timeout(self.now);
+        let b_timer = self.b.poll_timeout(self.now);
+        let next = [
             self.queue.peek().map(|Reverse((at, _, _))| *at),
-            self.a.poll_timeout(self.now),
-            self.b.poll_timeout(self.now),
+            a_timer,
+            b_timer,
             (self.active.0 || self.active.1).then_some(self.next_tick),
         ]
         .into_iter()
         .flatten()
-        .min();
-        if next.is_some_and(|at| at > end) {
-            next = None;
-        }
+        .min()
+        .filter(|at| *at <= end);
         let Some(at) = next else {
             return false;
         };
@@ -201,10 +202,10 @@ impl Sim {
             };
             self.deliver(delivery);
         }
-        if self.a.poll_timeout(now).is_some_and(|t| t <= now) {
+        if a_timer.is_some_and(|t| t <= now) {
             self.a.handle_timeout(now);
         }
-        if self.b.poll_timeout(now).is_some_and(|t| t <= now) {
+        if b_timer.is_some_and(|t| t <= now) {
             self.b.handle_timeout(now);
         }
         if (self.active.0 || self.active.1) && self.next_tick <= now {

@@ -1,0 +1,72 @@
+//! Waits for connections and prints a ticket to dial it with; answers every message it gets.
+//!
+//! Run: `cargo run --example listen -- [--relay-url URL]`, then the printed
+//! `cargo run --example connect -- TICKET` in another terminal (or on another machine).
+#![allow(clippy::print_stdout)]
+
+#[path = "common.rs"]
+mod common;
+
+use clap::Parser;
+use iroh::{Endpoint, NodeTicket};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// The protocol shared with the `connect` example: newline-separated messages, each answered.
+const ALPN: &[u8] = b"iroh-example/chat/1";
+
+#[derive(Parser, Debug)]
+#[command(about = "Listen for connections and answer messages")]
+struct Args {
+    #[command(flatten)]
+    relay: common::RelayArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let endpoint = Endpoint::builder()
+        .alpns(vec![ALPN.to_vec()])
+        .relay_mode(args.relay.relay_mode()?)
+        .insecure_skip_relay_cert_verify(args.relay.insecure)
+        .bind()
+        .await?;
+    if args.relay.relay_url.is_some() {
+        // Wait until the relay knows us, so the ticket's relay works right away.
+        endpoint.home_relay().wait_for(Option::is_some).await?;
+    }
+    let ticket = NodeTicket::new(endpoint.node_addr());
+    println!("listening as {}", endpoint.node_id());
+    println!("dial with: cargo run --example connect -- {ticket}");
+
+    while let Some(incoming) = endpoint.accept().await {
+        let connection = match incoming.await {
+            Ok(connection) => connection,
+            Err(err) => {
+                println!("a connection failed: {err}");
+                continue;
+            }
+        };
+        let peer = connection.remote_node_id();
+        println!("{} connected", peer.fmt_short());
+        tokio::spawn(async move {
+            let Ok((mut send, recv)) = connection.accept_bi().await else {
+                return;
+            };
+            let mut lines = BufReader::new(recv).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                println!("{}: {line}", peer.fmt_short());
+                let reply = format!("got {} bytes\n", line.len());
+                if send.write_all(reply.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+            println!("{} left", peer.fmt_short());
+        });
+    }
+    Ok(())
+}

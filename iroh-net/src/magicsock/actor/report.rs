@@ -1,0 +1,154 @@
+//! Driving net report from the actor: resolving the relays' STUN hosts, sending STUN on the socket QUIC
+//! uses, pinging relays, and applying each report: the home relay and our own addresses.
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use tracing::{debug, trace};
+
+use super::{Actor, TaskOut};
+use crate::net_report::{self, NetReportEvent, ProbeTarget, RelayNode};
+
+/// How long resolving one relay host may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Actor {
+    /// Sends the reporter's STUN requests and handles its events. Returns whether there was any.
+    pub(super) fn drain_reporter(&mut self) -> bool {
+        let mut progress = false;
+        let Some(reporter) = &mut self.reporter else {
+            return false;
+        };
+        let mut events = Vec::new();
+        while let Some(transmit) = reporter.poll_transmit() {
+            progress = true;
+            if let Err(error) = self
+                .sock
+                .udp
+                .send_datagram(transmit.dst, &transmit.contents)
+            {
+                trace!(dst = %transmit.dst, %error, "STUN send failed");
+            }
+        }
+        while let Some(event) = reporter.poll_event() {
+            progress = true;
+            events.push(event);
+        }
+        for event in events {
+            match event {
+                NetReportEvent::ReportDue(reason) => {
+                    trace!(%reason, "net report due");
+                    self.start_report();
+                }
+                NetReportEvent::ReportReady(report) => {
+                    if let Some(preferred) = report.preferred_relay.clone() {
+                        self.set_home(preferred);
+                    }
+                    self.refresh_own_addrs();
+                }
+            }
+        }
+        progress
+    }
+
+    /// Resolves the relays' STUN hosts in the background (the report starts when that is done) and pings
+    /// the relays we are connected to.
+    fn start_report(&mut self) {
+        let Some(map) = &self.relay_map else {
+            return;
+        };
+        let nodes: Vec<RelayNode> = map.nodes().to_vec();
+        self.tasks
+            .spawn(async move { TaskOut::Resolved(resolve_targets(nodes).await) });
+        for (url, conn) in &self.relays {
+            let sender = conn.slot.sender.clone();
+            if !sender.state().borrow().is_connected() {
+                continue;
+            }
+            let url = url.clone();
+            self.tasks
+                .spawn(async move { TaskOut::Latency(url, sender.ping().await.ok()) });
+        }
+    }
+
+    pub(super) fn handle_task(&mut self, out: TaskOut) {
+        let now = Instant::now();
+        let Some(reporter) = &mut self.reporter else {
+            return;
+        };
+        match out {
+            TaskOut::Resolved(targets) => reporter.start_report(now, targets),
+            TaskOut::Latency(url, Some(rtt)) => reporter.handle_relay_latency(now, &url, rtt),
+            TaskOut::Latency(url, None) => trace!(%url, "relay ping unanswered"),
+        }
+    }
+
+    /// Recomputes our own addresses (local interfaces, and the public ones of the last report) and
+    /// publishes them if they changed.
+    pub(super) fn refresh_own_addrs(&mut self) {
+        let v4 = self.sock.udp.local_v4();
+        let v6 = self.sock.udp.local_v6();
+        let bound: Vec<SocketAddr> = std::iter::once(v4)
+            .chain(v6)
+            .filter(|addr| !addr.ip().is_unspecified())
+            .collect();
+        // A socket bound to one address is reachable there only; unspecified ones on every interface.
+        let local = if bound.is_empty() {
+            net_report::local_addrs(Some(v4.port()), v6.map(|a| a.port()))
+        } else {
+            let mut local = bound;
+            if v4.ip().is_unspecified() {
+                local.extend(net_report::local_addrs(Some(v4.port()), None));
+            }
+            if let Some(v6) = v6.filter(|a| a.ip().is_unspecified()) {
+                local.extend(net_report::local_addrs(None, Some(v6.port())));
+            }
+            local
+        };
+        let report = self.reporter.as_ref().and_then(|r| r.last_report());
+        let own = net_report::own_addrs(&local, report);
+        if own == self.own_addrs {
+            return;
+        }
+        debug!(target: "iroh::_events::direct_addrs", addrs = ?own);
+        self.own_addrs.clone_from(&own);
+        self.paths.set_own_addrs(own.clone());
+        self.watchers
+            .direct_addrs
+            .send_replace(own.into_iter().collect::<BTreeSet<_>>());
+    }
+}
+
+/// The probe targets of these relays: each host resolved (IP literals need no lookup).
+async fn resolve_targets(nodes: Vec<RelayNode>) -> Vec<ProbeTarget> {
+    let mut targets = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let Some(host) = node.url.host_str() else {
+            targets.push(ProbeTarget::unresolved(node.url.clone()));
+            continue;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let ips: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => {
+                let lookup = tokio::net::lookup_host((host, 0));
+                match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+                    Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+                    Ok(Err(error)) => {
+                        debug!(%host, %error, "cannot resolve relay host");
+                        Vec::new()
+                    }
+                    Err(_) => {
+                        debug!(%host, "resolving relay host timed out");
+                        Vec::new()
+                    }
+                }
+            }
+        };
+        targets.push(node.probe_target(&ips));
+    }
+    targets
+}
