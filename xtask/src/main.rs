@@ -2,11 +2,17 @@
 //!
 //! - `cargo xtask ci`: everything CI checks, in order, with a summary at the end: the system tools the
 //!   tests need (installed with apt-get when running as root), rustfmt, clippy with warnings denied, the
-//!   tests (nextest when installed, plus doc tests), the `demo` example (it must go direct), rustdoc with
-//!   warnings denied, a build check of the fuzz targets, and the source file length limit.
+//!   tests (nextest when installed, plus doc tests), the `demo` example (it must go direct), the NAT matrix
+//!   and fault scenarios of `cargo xtask netsim` with the `transfer` example, rustdoc with warnings denied,
+//!   a build check of the fuzz targets, and the source file length limit.
 //! - `cargo xtask check-tools`: only the first step.
+//! - `cargo xtask netsim`: the NAT matrix in network namespaces (needs root); `--self-test` checks only the
+//!   simulated internet itself, `--cleanup` removes what crashed runs left. See [`netsim`] for everything.
+//!   `netsim-shaper`, `netsim-probe` and `netsim-peer` are its helper programs, run inside the namespaces.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+#![forbid(unsafe_code)]
 
+mod netsim;
 mod tools;
 
 use std::{
@@ -31,8 +37,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("netsim") => netsim::main(&args[1..]),
+        Some("netsim-shaper") => netsim::shaper::main(&args[1..]),
+        Some("netsim-probe") => netsim::probe::main(&args[1..]),
+        Some("netsim-peer") => netsim::peer::main(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | check-tools>");
+            eprintln!("usage: cargo xtask <ci | check-tools | netsim [--help]>");
             ExitCode::from(2)
         }
     }
@@ -104,10 +114,19 @@ fn ci() -> ExitCode {
         // data arrived intact. A debug build and a smaller transfer keep it quick.
         cargo(
             &root,
-            &["run", "--locked", "--example", "demo", "--", "--size-mib", "16"],
+            &[
+                "run",
+                "--locked",
+                "--example",
+                "demo",
+                "--",
+                "--size-mib",
+                "16",
+            ],
             &[],
         )
     });
+    run_step(&mut results, "netsim (NAT matrix)", || netsim_ci(&root));
     run_step(&mut results, "rustdoc", || {
         cargo(
             &root,
@@ -131,6 +150,35 @@ fn ci() -> ExitCode {
     run_step(&mut results, "file length", || check_file_lengths(&root));
 
     summarize(&results)
+}
+
+/// The NAT matrix and fault scenarios of `cargo xtask netsim`, driving the real `transfer` example. CI runs as
+/// root; elsewhere netsim fails naming what it lacks.
+fn netsim_ci(root: &Path) -> Result<(), String> {
+    cargo(root, &["build", "--locked", "--example", "transfer"], &[])?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let transfer = target.join("debug").join("examples").join("transfer");
+    let json = target.join("netsim.json");
+    let exe =
+        std::env::current_exe().map_err(|err| format!("cannot find the xtask binary: {err}"))?;
+    let status = Command::new(exe)
+        .arg("netsim")
+        .arg("--peer-cmd")
+        .arg(&transfer)
+        .args(["--size", "50000000", "--json-out"])
+        .arg(&json)
+        .current_dir(root)
+        .status()
+        .map_err(|err| format!("could not run netsim: {err}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "netsim exited with {status} (report: {})",
+            json.display()
+        ))
+    }
 }
 
 fn run_step(

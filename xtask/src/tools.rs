@@ -30,6 +30,16 @@ const TOOLS: &[Tool] = &[
         package: "iproute2",
         used_for: "network namespaces and veth links",
     },
+    Tool {
+        program: "tc",
+        package: "iproute2",
+        used_for: "rate limits in the NAT simulation (cargo xtask netsim)",
+    },
+    Tool {
+        program: "sysctl",
+        package: "procps",
+        used_for: "forwarding and IPv6 settings of the NAT simulation's namespaces",
+    },
 ];
 
 /// Makes sure every tool in [`TOOLS`] is on the `PATH`, installing missing ones with apt-get when running
@@ -98,7 +108,7 @@ fn names<'a>(tools: impl Iterator<Item = &'a Tool>) -> String {
     tools.map(|t| t.program).collect::<Vec<_>>().join(", ")
 }
 
-fn on_path(program: &str) -> bool {
+pub(crate) fn on_path(program: &str) -> bool {
     let Some(path) = std::env::var_os("PATH") else {
         return false;
     };
@@ -109,7 +119,7 @@ fn on_path(program: &str) -> bool {
         .any(|dir| dir.join(program).is_file())
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

@@ -181,8 +181,20 @@ impl Paths {
 
     /// Sets our own candidate addresses (local interfaces and STUN-learned public ones), sent in
     /// call-me-maybe messages.
-    pub fn set_own_addrs(&mut self, addrs: Vec<SocketAddr>) {
+    ///
+    /// When they change, every active node without a trusted direct path gets a holepunch round at once:
+    /// typically our public address was just learned, and a node behind a filtering NAT can only reach us
+    /// once we have told it that address and it has pinged it.
+    pub fn set_own_addrs(&mut self, now: Instant, addrs: Vec<SocketAddr>) {
+        if addrs == self.own_addrs {
+            return;
+        }
         self.own_addrs = addrs;
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for node in ids {
+            self.with_node(node, |state, cx| state.holepunch_now(now, cx));
+            self.finish(now, node);
+        }
     }
 
     /// Notes that traffic for `node` is being sent or received, which keeps its session active and starts

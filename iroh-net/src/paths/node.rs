@@ -53,6 +53,8 @@ pub(super) struct PathState {
     unanswered_since: Option<Instant>,
     /// When the last pong arrived, and the round trip it measured.
     last_pong: Option<(Instant, Duration)>,
+    /// When the node last pinged us from this address.
+    last_ping_received: Option<Instant>,
     /// A ping sent after the last pong (or ever, without one) expired unanswered. Such a path gets no
     /// traffic alongside the relay on the strength of a ping in flight: a path that keeps failing (a
     /// symmetric NAT, blocked UDP) must not double every packet at each holepunch round.
@@ -187,14 +189,20 @@ impl NodeState {
         // from our side too (its pings open its NAT for ours). Disco alone does not make the session
         // active (only traffic does, through `note_activity`): otherwise two idle nodes would keep each
         // other pinging forever.
-        if let SendAddr::Udp(addr) = from {
-            let trusted = self
-                .paths
-                .get(addr)
-                .and_then(|p| p.trusted_until(now, config))
-                .is_some();
+        if let SendAddr::Udp(addr) = from
+            && let Some(path) = self.paths.get_mut(addr)
+        {
+            let trusted = path.trusted_until(now, config).is_some();
+            // Our last ping to this address may have been dropped by the node's NAT, which its ping has just
+            // opened: unless we pinged since the node's previous ping, ping back now, ignoring the usual
+            // spacing between pings (the node's own pings pace this).
+            let previous = path.last_ping_received.replace(now);
+            let pinged_since = matches!(
+                (path.last_ping_sent, previous),
+                (Some(sent), Some(received)) if sent >= received
+            );
             if !trusted {
-                self.ping(now, *addr, cx);
+                self.send_ping(now, *addr, !pinged_since, cx);
             }
         }
     }
@@ -291,6 +299,13 @@ impl NodeState {
         }
     }
 
+    /// Starts a holepunch round now if the node is active and has no trusted path (our addresses changed).
+    pub(super) fn holepunch_now(&mut self, now: Instant, cx: &mut Ctx<'_>) {
+        if self.is_active(now, cx.config) && self.trusted_best(now, cx.config).is_none() {
+            self.holepunch(now, cx);
+        }
+    }
+
     /// Pings every candidate and asks the node, through its relay, to ping ours.
     fn holepunch(&mut self, now: Instant, cx: &mut Ctx<'_>) {
         self.prune(now, cx.config);
@@ -313,12 +328,18 @@ impl NodeState {
 
     /// Queues a ping to `addr` unless one went there very recently.
     fn ping(&mut self, now: Instant, addr: SocketAddr, cx: &mut Ctx<'_>) {
+        self.send_ping(now, addr, false, cx);
+    }
+
+    /// Queues a ping to `addr`; unless `force`, not if one went there within the minimum ping interval.
+    fn send_ping(&mut self, now: Instant, addr: SocketAddr, force: bool, cx: &mut Ctx<'_>) {
         let Some(path) = self.paths.get_mut(&addr) else {
             return;
         };
-        if path
-            .last_ping_sent
-            .is_some_and(|at| now < at + cx.config.min_ping_interval)
+        if !force
+            && path
+                .last_ping_sent
+                .is_some_and(|at| now < at + cx.config.min_ping_interval)
         {
             return;
         }

@@ -329,6 +329,66 @@ mod unit {
     }
 
     #[test]
+    fn new_own_addresses_trigger_call_me_maybe_at_once() {
+        let now = Instant::now();
+        let mut paths = Paths::new(PathConfig::default(), 1);
+        let b = node(2);
+        paths.set_own_addrs(now, vec![v4(10)]);
+        paths.add_node_addr(now, &NodeAddr::new(b).with_relay_url(relay()), Source::App);
+        paths.note_activity(now, b);
+        let first = drain(&mut paths);
+        assert!(
+            first.iter().any(
+                |t| matches!(t, DiscoTransmit::CallMeMaybe { addrs, .. } if addrs == &[v4(10)])
+            )
+        );
+        // A moment later our public address is learned: B hears of it now, not at the next round.
+        let later = now + ms(300);
+        paths.set_own_addrs(later, vec![v4(10), v4(99)]);
+        let out = drain(&mut paths);
+        assert!(
+            out.iter().any(
+                |t| matches!(t, DiscoTransmit::CallMeMaybe { addrs, .. } if addrs.contains(&v4(99)))
+            ),
+            "{out:?}"
+        );
+        // The same addresses again change nothing.
+        paths.set_own_addrs(later, vec![v4(10), v4(99)]);
+        assert!(drain(&mut paths).is_empty());
+    }
+
+    #[test]
+    fn a_ping_through_a_freshly_opened_nat_is_answered_with_a_ping_at_once() {
+        let now = Instant::now();
+        let mut paths = Paths::new(PathConfig::default(), 1);
+        let b = node(2);
+        paths.add_node_addr(
+            now,
+            &NodeAddr::new(b).with_direct_addresses([v4(1)]),
+            Source::App,
+        );
+        paths.note_activity(now, b);
+        assert_eq!(
+            ping_ids(&drain(&mut paths)).len(),
+            1,
+            "our first ping (dropped by B's NAT)"
+        );
+        // 50 ms later B, told by call-me-maybe, pings us from that address: its NAT is open now, so we ping
+        // again at once rather than after the minimum ping interval.
+        let t = now + ms(50);
+        paths.handle_ping(t, b, &SendAddr::Udp(v4(1)), TxId::from_bytes([7; 12]));
+        assert_eq!(ping_ids(&drain(&mut paths)).len(), 1);
+        // A second ping from B right after does not make us ping again: we pinged since its first.
+        paths.handle_ping(
+            t + ms(5),
+            b,
+            &SendAddr::Udp(v4(1)),
+            TxId::from_bytes([8; 12]),
+        );
+        assert!(ping_ids(&drain(&mut paths)).is_empty());
+    }
+
+    #[test]
     fn candidates_are_capped() {
         let now = Instant::now();
         let mut paths = Paths::new(PathConfig::default(), 1);

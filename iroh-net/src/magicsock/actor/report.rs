@@ -115,7 +115,7 @@ impl Actor {
         }
         debug!(target: "iroh::_events::direct_addrs", addrs = ?own);
         self.own_addrs.clone_from(&own);
-        self.paths.set_own_addrs(own.clone());
+        self.paths.set_own_addrs(Instant::now(), own.clone());
         self.watchers
             .direct_addrs
             .send_replace(own.into_iter().collect::<BTreeSet<_>>());

@@ -80,8 +80,8 @@ impl Sim {
         let mut b = Paths::new(PathConfig::default(), config.seed + 1);
         let a_addr = SocketAddr::from((Ipv4Addr::new(198, 18, 0, 1), 1111));
         let b_addr = SocketAddr::from((Ipv4Addr::new(198, 18, 0, 2), 2222));
-        a.set_own_addrs(vec![a_addr]);
-        b.set_own_addrs(vec![b_addr]);
+        a.set_own_addrs(now, vec![a_addr]);
+        b.set_own_addrs(now, vec![b_addr]);
         Self {
             now,
             start: now,

@@ -1,0 +1,393 @@
+//! Fault scenarios, each a transfer between two home sites (direct capable) with something going wrong:
+//!
+//! - `direct-drop`: once the transfer runs direct, an nftables rule on the fetcher's router drops all traffic
+//!   between the two sites (the relay stays reachable). The transfer must continue through the relay; when
+//!   the rule is lifted it must return to direct; the data must arrive intact.
+//! - `relay-restart`: once the transfer runs direct, the relay is killed (SIGKILL) and restarted 2 s later.
+//!   The transfer must not notice: it stays direct, no path event to the relay, data intact.
+//! - `lossy`: 25 ms each way on both access links (100 ms round trip) and 1% loss on each link in each
+//!   direction (about 2% each way end to end). The transfer must complete intact.
+//!
+//! The first two need the transfer to outlast the fault, so both access links are limited with `tbf`
+//! (`--fault-rate-mbit`, default 20) and the transfer is `--fault-size` bytes (default 60 MB, about 24 s at
+//! 20 Mbit/s). Faults are timed by the fetcher's path events (see [`super::contract`]); a peer program that
+//! prints none gets fixed timings instead (fault 3 s after the start, lifted 8 s later) and only its final
+//! result is checked.
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+use super::{
+    contract::{FetchResult, PathKind, PeerCmd},
+    matrix::DIRECT_LIMIT,
+    shaper::LinkParams,
+    sys::Run,
+    topo::{Kind, Spec, Topology},
+    transfer::{SeenEvent, Transfer, Waited},
+};
+
+/// How the fault scenarios run.
+#[derive(Debug, Clone)]
+pub(crate) struct FaultOptions {
+    /// The peer program.
+    pub(crate) peer: PeerCmd,
+    /// The relay binary.
+    pub(crate) relay_bin: std::path::PathBuf,
+    /// Relay over TLS.
+    pub(crate) relay_tls: bool,
+    /// One-way delay of the access links (except in `lossy`).
+    pub(crate) delay_ms: u64,
+    /// Rate limit of the access links in `direct-drop` and `relay-restart`.
+    pub(crate) rate_mbit: u32,
+    /// Bytes of the `direct-drop` and `relay-restart` transfers.
+    pub(crate) size: u64,
+    /// Bytes of the `lossy` transfer.
+    pub(crate) lossy_size: u64,
+    /// Give up on a transfer after this long.
+    pub(crate) timeout: Duration,
+    /// Seed of the shaper's loss decisions.
+    pub(crate) seed: u64,
+}
+
+/// One scenario's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FaultReport {
+    /// The scenario.
+    pub(crate) name: &'static str,
+    /// Whether it passed.
+    pub(crate) passed: bool,
+    /// Why not.
+    pub(crate) reasons: Vec<String>,
+    /// What happened when, in seconds since the fetcher started.
+    pub(crate) timeline: Vec<String>,
+    /// The fetcher's result.
+    pub(crate) result: Option<FetchResult>,
+    /// The path events.
+    pub(crate) path_events: Vec<SeenEvent>,
+    /// Seconds for the whole scenario.
+    pub(crate) wall_secs: f64,
+}
+
+/// The scenario names, in run order.
+pub(crate) const SCENARIOS: [&str; 3] = ["direct-drop", "relay-restart", "lossy"];
+
+/// Runs the scenarios named in `which`, printing progress.
+pub(crate) fn run(run: &Run, options: &FaultOptions, which: &[String]) -> Vec<FaultReport> {
+    let mut reports = Vec::new();
+    for name in SCENARIOS
+        .into_iter()
+        .filter(|n| which.iter().any(|w| w == n))
+    {
+        println!("faults: {name} ...");
+        let started = Instant::now();
+        let mut scenario = Scenario {
+            timeline: Vec::new(),
+            reasons: Vec::new(),
+            events: Vec::new(),
+            t0: None,
+        };
+        let result = match name {
+            "direct-drop" => scenario.direct_drop(run, options),
+            "relay-restart" => scenario.relay_restart(run, options),
+            _ => scenario.lossy(run, options),
+        };
+        let result = match result {
+            Ok(result) => result,
+            Err(e) => {
+                scenario.reasons.push(e);
+                None
+            }
+        };
+        if let Some(r) = &result {
+            if !r.hash_ok {
+                scenario
+                    .reasons
+                    .push("content does not match (hash_ok false)".into());
+            }
+            let size = if name == "lossy" {
+                options.lossy_size
+            } else {
+                options.size
+            };
+            if r.bytes != size {
+                scenario
+                    .reasons
+                    .push(format!("received {} of {size} bytes", r.bytes));
+            }
+        } else if scenario.reasons.is_empty() {
+            scenario.reasons.push("no result".into());
+        }
+        scenario.timeline.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let report = FaultReport {
+            name,
+            passed: scenario.reasons.is_empty(),
+            reasons: scenario.reasons,
+            timeline: scenario
+                .timeline
+                .iter()
+                .map(|(t, what)| format!("{t:6.2} s  {what}"))
+                .collect(),
+            result,
+            path_events: scenario.events,
+            wall_secs: started.elapsed().as_secs_f64(),
+        };
+        println!(
+            "faults: {name}: {}",
+            if report.passed {
+                "ok".to_owned()
+            } else {
+                format!("FAIL: {}", report.reasons.join("; "))
+            }
+        );
+        reports.push(report);
+    }
+    reports
+}
+
+struct Scenario {
+    /// (seconds since the fetcher started, what)
+    timeline: Vec<(f64, String)>,
+    reasons: Vec<String>,
+    events: Vec<SeenEvent>,
+    t0: Option<Instant>,
+}
+
+impl Scenario {
+    fn note(&mut self, what: &str) {
+        let t = self.t0.map_or(0.0, |t0| t0.elapsed().as_secs_f64());
+        self.timeline.push((t, what.to_owned()));
+    }
+
+    fn topology<'r>(
+        run: &'r Run,
+        options: &FaultOptions,
+        link: LinkParams,
+    ) -> Result<Topology<'r>, String> {
+        Topology::build(
+            run,
+            &Spec {
+                sites: vec![Kind::Home, Kind::Home],
+                probe_server: false,
+                shaping: Some(link),
+                relay_tls: options.relay_tls,
+                relay_bin: options.relay_bin.clone(),
+                seed: options.seed,
+            },
+        )
+    }
+
+    /// Starts the transfer and waits until it is direct; `Ok(None)` if it already finished.
+    fn start_direct(
+        &mut self,
+        topo: &Topology<'_>,
+        options: &FaultOptions,
+        label: &str,
+    ) -> Result<(Transfer, bool), String> {
+        let mut transfer = Transfer::start(topo, &options.peer, (0, 1), options.size, label)?;
+        self.t0 = Some(transfer.started);
+        self.note("fetcher started");
+        let waited =
+            transfer.wait_for_path(PathKind::Direct, 0.0, Instant::now() + DIRECT_LIMIT)?;
+        let has_events = !transfer.events.is_empty();
+        match waited {
+            Waited::Seen => {}
+            Waited::Finished => {
+                return Err("the transfer finished before the fault; raise --fault-size or lower --fault-rate-mbit".into());
+            }
+            Waited::Timeout if has_events => {
+                return Err(format!("not direct within {} s", DIRECT_LIMIT.as_secs()));
+            }
+            Waited::Timeout => self.note("no path events from this peer program: fixed timings"),
+        }
+        Ok((transfer, has_events))
+    }
+
+    fn finish(
+        &mut self,
+        mut transfer: Transfer,
+        options: &FaultOptions,
+    ) -> Result<FetchResult, String> {
+        let result = transfer.finish(transfer.started + options.timeout);
+        transfer.stop();
+        self.events = transfer.events.clone();
+        for event in &self.events {
+            self.timeline.push((
+                event.elapsed_ms / 1000.0,
+                format!("path event: {}", event.path.word()),
+            ));
+        }
+        let result = result?;
+        self.note(&format!(
+            "finished: {} bytes on {}, {:.1} Mbit/s",
+            result.bytes,
+            result.final_path.word(),
+            result.throughput_mbps
+        ));
+        Ok(result)
+    }
+
+    fn direct_drop(
+        &mut self,
+        run: &Run,
+        options: &FaultOptions,
+    ) -> Result<Option<FetchResult>, String> {
+        let topo = Self::topology(run, options, LinkParams::delay_ms(options.delay_ms))?;
+        topo.limit_rate(0, options.rate_mbit)?;
+        topo.limit_rate(1, options.rate_mbit)?;
+        let (mut transfer, has_events) = self.start_direct(&topo, options, "fault-direct-drop")?;
+        thread::sleep(Duration::from_secs(1));
+        let provider_ip = topo.site(0)?.public_ip;
+        topo.drop_peer(1, provider_ip)?;
+        self.note("drop rule on: fetcher's router drops all traffic to and from the provider");
+        let dropped_ms = transfer.elapsed_ms();
+        if has_events {
+            match transfer.wait_for_path(
+                PathKind::Relay,
+                dropped_ms,
+                Instant::now() + Duration::from_secs(15),
+            )? {
+                Waited::Seen => {}
+                Waited::Timeout => self
+                    .reasons
+                    .push("no fallback to the relay within 15 s of the drop".into()),
+                Waited::Finished => {
+                    self.reasons.push(
+                        "the transfer finished before falling back; raise --fault-size".into(),
+                    );
+                }
+            }
+            thread::sleep(Duration::from_secs(3));
+        } else {
+            thread::sleep(Duration::from_secs(8));
+        }
+        topo.lift_drop(1)?;
+        self.note("drop rule lifted");
+        let lifted_ms = transfer.elapsed_ms();
+        let result = self.finish(transfer, options)?;
+        if result.final_path != PathKind::Direct {
+            self.reasons
+                .push("did not return to direct after the rule was lifted".into());
+        }
+        if has_events {
+            if !self
+                .events
+                .iter()
+                .any(|e| e.path == PathKind::Relay && e.elapsed_ms >= dropped_ms)
+            {
+                self.reasons.push("no relay path after the drop".into());
+            }
+            if !self
+                .events
+                .iter()
+                .any(|e| e.path == PathKind::Direct && e.elapsed_ms >= lifted_ms)
+            {
+                self.reasons
+                    .push("no direct path after the rule was lifted (transfer too short?)".into());
+            }
+        }
+        Ok(Some(result))
+    }
+
+    fn relay_restart(
+        &mut self,
+        run: &Run,
+        options: &FaultOptions,
+    ) -> Result<Option<FetchResult>, String> {
+        let mut topo = Self::topology(run, options, LinkParams::delay_ms(options.delay_ms))?;
+        topo.limit_rate(0, options.rate_mbit)?;
+        topo.limit_rate(1, options.rate_mbit)?;
+        let (transfer, has_events) = self.start_direct(&topo, options, "fault-relay-restart")?;
+        thread::sleep(Duration::from_secs(1));
+        topo.kill_relay();
+        self.note("relay killed");
+        let killed_ms = transfer.elapsed_ms();
+        thread::sleep(Duration::from_secs(2));
+        topo.start_relay()?;
+        self.note("relay restarted");
+        let restarted_ms = transfer.elapsed_ms();
+        let result = self.finish(transfer, options)?;
+        if result.final_path != PathKind::Direct {
+            self.reasons.push("not direct at the end".into());
+        }
+        if result.duration_ms < restarted_ms {
+            self.reasons
+                .push("the transfer finished before the relay was back; raise --fault-size".into());
+        }
+        if has_events
+            && self
+                .events
+                .iter()
+                .any(|e| e.path == PathKind::Relay && e.elapsed_ms >= killed_ms)
+        {
+            self.reasons.push(
+                "the transfer moved to the relay path although the direct path was fine".into(),
+            );
+        }
+        Ok(Some(result))
+    }
+
+    fn lossy(&mut self, run: &Run, options: &FaultOptions) -> Result<Option<FetchResult>, String> {
+        let link = LinkParams::delay_ms(25).with_loss_percent(1.0);
+        let mut topo = Self::topology(run, options, link)?;
+        self.t0 = Some(Instant::now());
+        self.note("25 ms and 1% loss each way on both access links: 100 ms RTT, ~2% loss each way");
+        let transfer = Transfer::start(
+            &topo,
+            &options.peer,
+            (0, 1),
+            options.lossy_size,
+            "fault-lossy",
+        )?;
+        self.t0 = Some(transfer.started);
+        let result = self.finish(transfer, options)?;
+        let (ab, ba) = topo.shaper_stats(0)?;
+        self.note(&format!(
+            "provider link: {} of {} frames dropped out, {} of {} in",
+            ab.dropped, ab.frames_in, ba.dropped, ba.frames_in
+        ));
+        Ok(Some(result))
+    }
+}
+
+/// The scenarios as markdown.
+pub(crate) fn markdown(reports: &[FaultReport]) -> String {
+    let mut md = String::from(
+        "### Fault scenarios\n\n| scenario | result | final path | throughput | verdict |\n|---|---|---|---|---|\n",
+    );
+    for r in reports {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            r.name,
+            r.result.map_or_else(
+                || "no result".to_owned(),
+                |x| format!(
+                    "{} bytes, hash {}",
+                    x.bytes,
+                    if x.hash_ok { "ok" } else { "BAD" }
+                )
+            ),
+            r.result.map_or("-", |x| x.final_path.word()),
+            r.result.map_or_else(
+                || "-".to_owned(),
+                |x| format!("{:.1} Mbit/s", x.throughput_mbps)
+            ),
+            if r.passed {
+                "ok".to_owned()
+            } else {
+                format!("FAIL: {}", r.reasons.join("; "))
+            }
+        ));
+    }
+    for r in reports {
+        md.push_str(&format!(
+            "\n{}:\n```text\n{}\n```\n",
+            r.name,
+            r.timeline.join("\n")
+        ));
+    }
+    md
+}

@@ -1,0 +1,380 @@
+//! The NAT matrix: for every ordered pair of kinds, a provider of one kind and a fetcher of the other move
+//! data through the simulated internet, and the run fails on any pair that does not connect or corrupts data,
+//! or on a pair that should go direct and is not direct within [`DIRECT_LIMIT`].
+//!
+//! Each pair gets its own fresh topology (relay, shaper and two sites; about a second to build and tear
+//! down). Reusing one topology with every kind would save that second but let pairs disturb each other:
+//! conntrack entries and NAT mappings of one pair would still be live during the next, a fault injected for
+//! one pair would need undoing perfectly, and one crashed peer or relay could take the rest of the matrix
+//! with it. Fresh topologies make every row independent and its logs self-contained.
+//!
+//! Both orders of a pair run (the provider waits to be dialled, the fetcher dials: who holepunches first
+//! differs), and same-kind pairs run too, behind two separate routers of that kind.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{
+    contract::{FetchResult, PathKind, PeerCmd},
+    shaper::LinkParams,
+    sys::Run,
+    topo::{Kind, Spec, Topology},
+    transfer::{SeenEvent, Transfer},
+};
+
+/// An expected-direct pair must be direct this soon after the fetcher starts.
+pub(crate) const DIRECT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Whether a direct path must form between a provider of kind `a` and a fetcher of kind `b`: between any two
+/// endpoint-independent mappings (holepunching works whatever the filtering), and between a symmetric NAT and
+/// a peer without filtering (the symmetric side's packets get in from whatever port it is given).
+pub(crate) fn expect_direct(a: Kind, b: Kind) -> bool {
+    let eim = |k: Kind| {
+        matches!(
+            k,
+            Kind::Public | Kind::FullCone | Kind::Home | Kind::DoubleNat
+        )
+    };
+    let open = |k: Kind| matches!(k, Kind::Public | Kind::FullCone);
+    (eim(a) && eim(b)) || (a == Kind::Symmetric && open(b)) || (b == Kind::Symmetric && open(a))
+}
+
+/// How the matrix runs.
+#[derive(Debug, Clone)]
+pub(crate) struct MatrixOptions {
+    /// (provider, fetcher) pairs, in order.
+    pub(crate) pairs: Vec<(Kind, Kind)>,
+    /// Bytes per transfer.
+    pub(crate) size: u64,
+    /// One-way delay of every access link.
+    pub(crate) delay_ms: u64,
+    /// The peer program.
+    pub(crate) peer: PeerCmd,
+    /// The relay binary.
+    pub(crate) relay_bin: std::path::PathBuf,
+    /// Relay over TLS (self-signed).
+    pub(crate) relay_tls: bool,
+    /// Give up on a transfer after this long.
+    pub(crate) timeout: Duration,
+    /// Seed of the shaper's loss decisions.
+    pub(crate) seed: u64,
+}
+
+/// One pair's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PairReport {
+    /// The provider's kind.
+    pub(crate) provider: Kind,
+    /// The fetcher's kind.
+    pub(crate) fetcher: Kind,
+    /// The path it must end on (direct pairs), or may end on.
+    pub(crate) expected_path: PathKind,
+    /// Whether the fetcher produced a result.
+    pub(crate) connected: bool,
+    /// Whether every byte arrived and matched.
+    pub(crate) hash_ok: bool,
+    /// The fetcher's result line.
+    pub(crate) result: Option<FetchResult>,
+    /// The path events seen.
+    pub(crate) path_events: Vec<SeenEvent>,
+    /// Whether the pair passed.
+    pub(crate) passed: bool,
+    /// Why not.
+    pub(crate) reasons: Vec<String>,
+    /// Remarks that do not fail the run.
+    pub(crate) notes: Vec<String>,
+    /// Seconds for the whole pair (topology, transfer, teardown).
+    pub(crate) wall_secs: f64,
+}
+
+/// Judges a transfer: (reasons it fails, notes).
+pub(crate) fn judge(
+    expected_direct: bool,
+    size: u64,
+    outcome: Result<&FetchResult, &str>,
+) -> (Vec<String>, Vec<String>) {
+    let mut reasons = Vec::new();
+    let mut notes = Vec::new();
+    let result = match outcome {
+        Ok(result) => result,
+        Err(why) => {
+            reasons.push(format!(
+                "did not connect: {}",
+                why.lines().next().unwrap_or("?")
+            ));
+            return (reasons, notes);
+        }
+    };
+    if result.bytes != size {
+        reasons.push(format!("received {} of {size} bytes", result.bytes));
+    }
+    if !result.hash_ok {
+        reasons.push("content does not match (hash_ok false)".to_owned());
+    }
+    let limit_ms = DIRECT_LIMIT.as_secs_f64() * 1000.0;
+    if expected_direct {
+        match result.time_to_direct_ms {
+            None if result.duration_ms < limit_ms => reasons.push(format!(
+                "expected direct, but the transfer ended on the relay after {:.1} s, before the {} s allowed \
+                 for going direct: too short to tell (raise --size)",
+                result.duration_ms / 1000.0,
+                DIRECT_LIMIT.as_secs()
+            )),
+            None => reasons.push("expected direct, never direct".to_owned()),
+            Some(ms) if ms > limit_ms => reasons.push(format!(
+                "direct only after {:.1} s (limit {} s)",
+                ms / 1000.0,
+                DIRECT_LIMIT.as_secs()
+            )),
+            Some(_) => {}
+        }
+        if result.final_path != PathKind::Direct {
+            reasons.push("expected direct, ended on the relay".to_owned());
+        }
+    } else if result.final_path == PathKind::Direct {
+        notes.push("direct although only the relay was expected".to_owned());
+    }
+    (reasons, notes)
+}
+
+/// Runs every pair of `options`, printing progress.
+pub(crate) fn run(run: &Run, options: &MatrixOptions) -> Vec<PairReport> {
+    let total = options.pairs.len();
+    let mut reports = Vec::new();
+    for (n, (provider, fetcher)) in options.pairs.iter().copied().enumerate() {
+        let label = format!("pair{:02}-{}-{}", n + 1, provider.name(), fetcher.name());
+        let report = run_pair(run, options, (provider, fetcher), &label);
+        println!(
+            "matrix {}/{total}: {} provides, {} fetches: {}",
+            n + 1,
+            provider.name(),
+            fetcher.name(),
+            cell(&report)
+        );
+        for reason in &report.reasons {
+            println!("    FAIL: {reason}");
+        }
+        reports.push(report);
+    }
+    reports
+}
+
+fn run_pair(
+    run: &Run,
+    options: &MatrixOptions,
+    (provider, fetcher): (Kind, Kind),
+    label: &str,
+) -> PairReport {
+    let started = Instant::now();
+    let expected_direct = expect_direct(provider, fetcher);
+    let spec = Spec {
+        sites: vec![provider, fetcher],
+        probe_server: false,
+        shaping: Some(LinkParams::delay_ms(options.delay_ms)),
+        relay_tls: options.relay_tls,
+        relay_bin: options.relay_bin.clone(),
+        seed: options.seed,
+    };
+    let mut events = Vec::new();
+    let outcome = Topology::build(run, &spec).and_then(|topo| {
+        let mut transfer = Transfer::start(&topo, &options.peer, (0, 1), options.size, label)?;
+        let result = transfer.finish(Instant::now() + options.timeout);
+        transfer.stop();
+        events = transfer.events.clone();
+        result
+    });
+    let (reasons, notes) = judge(
+        expected_direct,
+        options.size,
+        outcome.as_ref().map_err(String::as_str),
+    );
+    let result = outcome.ok();
+    PairReport {
+        provider,
+        fetcher,
+        expected_path: if expected_direct {
+            PathKind::Direct
+        } else {
+            PathKind::Relay
+        },
+        connected: result.is_some(),
+        hash_ok: result.is_some_and(|r| r.hash_ok && r.bytes == options.size),
+        result,
+        path_events: events,
+        passed: reasons.is_empty(),
+        reasons,
+        notes,
+        wall_secs: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// A pair's cell in the markdown matrix.
+fn cell(report: &PairReport) -> String {
+    let Some(result) = &report.result else {
+        return "FAIL: no connection".to_owned();
+    };
+    let mut text = format!(
+        "{} {:.1} Mbit/s",
+        result.final_path.word(),
+        result.throughput_mbps
+    );
+    if let Some(ms) = result.time_to_direct_ms {
+        text.push_str(&format!(", direct at {:.2} s", ms / 1000.0));
+    }
+    if !report.passed {
+        text = format!("FAIL: {text}");
+    } else if !report.notes.is_empty() {
+        text.push_str(" (!)");
+    }
+    text
+}
+
+/// The matrix (providers down, fetchers across) and a row per pair, as markdown.
+pub(crate) fn markdown(reports: &[PairReport]) -> String {
+    let kinds: Vec<Kind> = Kind::ALL
+        .into_iter()
+        .filter(|k| reports.iter().any(|r| r.provider == *k || r.fetcher == *k))
+        .collect();
+    let mut md =
+        String::from("### NAT matrix (rows provide, columns fetch)\n\n| provider \\ fetcher |");
+    for k in &kinds {
+        md.push_str(&format!(" {} |", k.name()));
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"---|".repeat(kinds.len()));
+    md.push('\n');
+    for p in &kinds {
+        md.push_str(&format!("| **{}** |", p.name()));
+        for f in &kinds {
+            let text = reports
+                .iter()
+                .find(|r| r.provider == *p && r.fetcher == *f)
+                .map_or_else(|| "-".to_owned(), cell);
+            md.push_str(&format!(" {text} |"));
+        }
+        md.push('\n');
+    }
+    md.push_str(
+        "\n| provider | fetcher | expected | connected | hash | final path | time to direct | throughput | verdict |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in reports {
+        let result = r.result.as_ref();
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.provider.name(),
+            r.fetcher.name(),
+            r.expected_path.word(),
+            if r.connected { "yes" } else { "NO" },
+            if r.hash_ok { "ok" } else { "BAD" },
+            result.map_or("-", |r| r.final_path.word()),
+            result
+                .and_then(|r| r.time_to_direct_ms)
+                .map_or_else(|| "-".to_owned(), |ms| format!("{:.2} s", ms / 1000.0)),
+            result.map_or_else(
+                || "-".to_owned(),
+                |r| format!("{:.1} Mbit/s", r.throughput_mbps)
+            ),
+            if r.passed {
+                if r.notes.is_empty() {
+                    "ok".to_owned()
+                } else {
+                    format!("ok ({})", r.notes.join("; "))
+                }
+            } else {
+                format!("FAIL: {}", r.reasons.join("; "))
+            }
+        ));
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_direct_pairs() {
+        use Kind::*;
+        for a in [Public, FullCone, Home, DoubleNat] {
+            for b in [Public, FullCone, Home, DoubleNat] {
+                assert!(expect_direct(a, b), "{a:?}-{b:?}");
+            }
+            assert!(!expect_direct(a, UdpBlocked));
+            assert!(!expect_direct(UdpBlocked, a));
+        }
+        for open in [Public, FullCone] {
+            assert!(expect_direct(Symmetric, open));
+            assert!(expect_direct(open, Symmetric));
+        }
+        for closed in [Home, DoubleNat, Symmetric, UdpBlocked] {
+            assert!(!expect_direct(Symmetric, closed));
+            assert!(!expect_direct(closed, Symmetric));
+        }
+    }
+
+    fn result(path: PathKind, direct_ms: Option<f64>, hash_ok: bool, bytes: u64) -> FetchResult {
+        FetchResult {
+            bytes,
+            duration_ms: 1000.0,
+            throughput_mbps: 8.0,
+            final_path: path,
+            time_to_direct_ms: direct_ms,
+            hash_ok,
+        }
+    }
+
+    #[test]
+    fn judging() {
+        let ok = result(PathKind::Direct, Some(300.0), true, 100);
+        assert_eq!(judge(true, 100, Ok(&ok)), (vec![], vec![]));
+        let late = result(PathKind::Direct, Some(12_000.0), true, 100);
+        assert!(judge(true, 100, Ok(&late)).0[0].contains("after 12.0 s"));
+        let relayed = result(PathKind::Relay, None, true, 100);
+        let (reasons, _) = judge(true, 100, Ok(&relayed));
+        assert_eq!(reasons.len(), 2);
+        assert!(reasons[0].contains("too short to tell"), "{reasons:?}");
+        let long = FetchResult {
+            duration_ms: 15_000.0,
+            ..relayed
+        };
+        assert!(judge(true, 100, Ok(&long)).0[0].contains("never direct"));
+        assert_eq!(judge(false, 100, Ok(&relayed)), (vec![], vec![]));
+        assert_eq!(
+            judge(false, 100, Ok(&ok)).1.len(),
+            1,
+            "unexpected direct is a note"
+        );
+        let corrupt = result(PathKind::Relay, None, false, 99);
+        assert_eq!(judge(false, 100, Ok(&corrupt)).0.len(), 2);
+        assert!(judge(false, 100, Err("boom\nmore")).0[0].ends_with("boom"));
+    }
+
+    #[test]
+    fn markdown_has_a_cell_per_pair() {
+        let report = |provider, fetcher, passed| PairReport {
+            provider,
+            fetcher,
+            expected_path: PathKind::Direct,
+            connected: true,
+            hash_ok: true,
+            result: Some(result(PathKind::Direct, Some(250.0), true, 10)),
+            path_events: vec![],
+            passed,
+            reasons: if passed { vec![] } else { vec!["x".into()] },
+            notes: vec![],
+            wall_secs: 1.0,
+        };
+        let md = markdown(&[
+            report(Kind::Home, Kind::Public, true),
+            report(Kind::Public, Kind::Home, false),
+        ]);
+        assert!(
+            md.contains("| **home** | direct 8.0 Mbit/s, direct at 0.25 s | - |"),
+            "{md}"
+        );
+        assert!(md.contains("FAIL: direct"));
+        assert!(!md.contains("full-cone"));
+    }
+}
