@@ -160,9 +160,8 @@ fn netsim_ci(root: &Path) -> Result<(), String> {
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let transfer = target.join("debug").join("examples").join("transfer");
     let json = target.join("netsim.json");
-    let exe =
-        std::env::current_exe().map_err(|err| format!("cannot find the xtask binary: {err}"))?;
-    let status = Command::new(exe)
+    // Through /proc/self/exe rather than the path: a build running meanwhile may replace the binary file.
+    let status = Command::new("/proc/self/exe")
         .arg("netsim")
         .arg("--peer-cmd")
         .arg(&transfer)
