@@ -2,7 +2,7 @@
 //! through a relay alone, plus the relay server on its own.
 //!
 //! ```text
-//! cargo run --release -p iroh-bench -- all --json bench.json     # everything (a few minutes)
+//! cargo run --release -p iroh-bench -- all --json bench.json     # everything (about two minutes)
 //! cargo run --release -p iroh-bench -- all --quick               # a smoke run for CI (about half a minute)
 //! cargo run --release -p iroh-bench -- throughput --mode raw,direct --size 256MiB
 //! cargo run --release -p iroh-bench -- connect --connects 200
@@ -24,10 +24,16 @@
 //! `relay`-only ([`setup`] says how they are made alike). The relay is a real iroh-relay server with a
 //! self-signed TLS certificate, in a child process of its own ([`relay_proc`] says why).
 //!
-//! Everything in the benchmark process shares one tokio runtime with two worker threads; both ends of every
-//! connection run in it, so the figures include the CPU of both sides. The relay process has its own
-//! runtime with one worker per core. On a 2-core machine all of it competes for the same cores: a ratio
-//! measured in one run is the figure to trust, absolute rates move with the machine's load.
+//! Runtimes: the dialling side and the accepting side each run on a tokio runtime of their own with
+//! `--side-threads` workers (default 1), as two hosts would; both are in this process, so the CPU figures
+//! cover both ends. (With one shared two-worker runtime, tokio's LIFO wake-up slot sometimes kept both
+//! ends of a transfer on one worker for a whole round, and rounds came out at either ~500 or ~1000 MiB/s:
+//! a coin flip per round, for raw quinn and the endpoint alike.) The relay process has its own runtime,
+//! one worker per core (`--relay-threads`). On a 2-core machine all of it competes for the same cores: a
+//! ratio measured in one run is the figure to trust; absolute rates move with the machine's load.
+//!
+//! Other knobs: `--shape single,streams,clients` picks throughput shapes; `--stream-window 16MiB` sets the
+//! stream receive window of every connection in every mode (the default is quinn's, as the Endpoint's).
 #![forbid(unsafe_code)]
 #![allow(
     clippy::print_stdout,
@@ -97,10 +103,17 @@ struct Cli {
     /// Child processes per kind for idle memory (default 3; --quick 1).
     #[arg(long, global = true)]
     memory_reps: Option<usize>,
+    /// Stream receive window of every connection in every mode (default: quinn's, 1.25 MB, as the
+    /// Endpoint uses); the send window is set to eight times it, as quinn's defaults are.
+    #[arg(long, global = true, value_parser = parse_size)]
+    stream_window: Option<u64>,
     /// Worker threads of each side's tokio runtime (the dialling side and the accepting side run on two
     /// runtimes of their own; default 1).
     #[arg(long, global = true)]
     side_threads: Option<usize>,
+    /// Worker threads of the relay process's runtime (default: one per core, as the iroh-relay binary).
+    #[arg(long, global = true)]
+    relay_threads: Option<usize>,
     /// A fast smoke run with small sizes and counts (for CI); explicit options still win.
     #[arg(long, global = true)]
     quick: bool,
@@ -134,7 +147,11 @@ enum Measure {
     Memory,
     /// (Internal) run the relay server until stdin closes.
     #[command(hide = true)]
-    ServeRelay,
+    ServeRelay {
+        /// Runtime worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// (Internal) hold one idle endpoint and print its memory.
     #[command(hide = true)]
     IdleRss {
@@ -164,6 +181,7 @@ struct Plan {
     memory_reps: usize,
     idle_ms: u64,
     side_threads: usize,
+    relay_threads: Option<usize>,
 }
 
 impl Plan {
@@ -210,6 +228,7 @@ impl Plan {
             memory_reps: cli.memory_reps.unwrap_or(if quick { 1 } else { 3 }),
             idle_ms: if quick { 1000 } else { 2000 },
             side_threads: cli.side_threads.unwrap_or(1).max(1),
+            relay_threads: cli.relay_threads,
         }
     }
 
@@ -274,7 +293,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Some(Measure::ServeRelay) => relay_proc::serve(),
+        Some(Measure::ServeRelay { threads }) => relay_proc::serve(threads),
         Some(Measure::IdleRss { kind, idle_ms }) => memory::child(kind, idle_ms),
         _ => run(&cli),
     };
@@ -289,6 +308,11 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> Result<()> {
     let plan = Plan::new(cli);
+    if let Some(window) = cli.stream_window {
+        setup::set_stream_window(
+            u32::try_from(window).map_err(|_| "--stream-window must be below 4 GiB")?,
+        );
+    }
     let machine = sys::Machine::describe();
     if machine.load_at_start >= 1.0 {
         eprintln!(
@@ -297,7 +321,10 @@ fn run(cli: &Cli) -> Result<()> {
         );
     }
     let started = Instant::now();
-    let relay = plan.needs_relay().then(RelayProcess::start).transpose()?;
+    let relay = plan
+        .needs_relay()
+        .then(|| RelayProcess::start(plan.relay_threads))
+        .transpose()?;
     let side_runtime = || {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(plan.side_threads)
@@ -382,7 +409,7 @@ async fn measure_async(
             "relay server: memory per idle client ({} clients, fresh relay process)",
             plan.idle_clients
         );
-        results.relay_memory = Some(relay::memory(plan.idle_clients).await?);
+        results.relay_memory = Some(relay::memory(plan.idle_clients, plan.relay_threads).await?);
     }
     Ok(results)
 }

@@ -2,10 +2,10 @@
 //! process (this binary re-executed with the hidden `idle-rss` subcommand), so nothing another measure
 //! allocated or touched is counted.
 //!
-//! A child builds the same tokio runtime as the benchmark (two worker threads), waits a moment, reads its
-//! `VmRSS` (the baseline: runtime, TLS provider not yet touched), binds one endpoint that accepts
-//! connections (raw quinn: the same socket options and TLS server config as in the other measures), lets it
-//! sit idle, reads `VmRSS` again and prints both. Kinds are run interleaved, several times each, and the
+//! A child builds a tokio runtime with two worker threads (an application's multi-threaded runtime on this
+//! 2-core machine), waits a moment, reads its `VmRSS` (the baseline: runtime, TLS provider not yet
+//! touched), binds one endpoint that accepts connections (raw quinn: the same socket options and TLS server
+//! config as in the other measures), lets it sit idle, reads `VmRSS` again and prints both. Kinds are run interleaved, several times each, and the
 //! medians reported. The absolute figures include the pages of this binary's code that each kind touched,
 //! which is part of what an application pays.
 

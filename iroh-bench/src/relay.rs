@@ -4,8 +4,9 @@
 //! Throughput: two `iroh_relay::client::Client`s (the client the magic socket uses) log in to the relay
 //! process; one sends datagram frames to the other for a fixed time after a warm-up. The sender keeps at
 //! most [`WINDOW`] bytes in flight (sent, not yet received), so the figure is the sustained forwarding rate
-//! without drops, not the rate at which the relay can discard. Two cases: single 1200-byte datagrams (one
-//! per frame, what a QUIC packet without GSO is) and 64 KiB batches of 1200-byte segments (a GSO transmit).
+//! without drops, not the rate at which the relay can discard. Three cases: single 1200-byte datagrams (one
+//! per frame, what a QUIC packet without GSO is), batches of ten 1452-byte segments (what the magic socket
+//! sends for one quinn transmit on loopback) and 64 KiB batches of 1200-byte segments (the largest frame).
 //! The relay process's CPU time per GiB relayed is read from `/proc/PID/stat`.
 //!
 //! Memory: a fresh relay process (so nothing freed by earlier measures hides the clients' cost); one client
@@ -41,6 +42,10 @@ use crate::{
 const WINDOW: u64 = 4 * 1024 * 1024;
 /// A typical QUIC packet.
 const DATAGRAM: u16 = 1200;
+/// The QUIC datagram size on loopback once path MTU discovery is done.
+const QUIC_SEGMENT: u16 = 1452;
+/// The most segments quinn puts in one GSO transmit.
+const QUINN_GSO_SEGMENTS: usize = 10;
 /// How long the flow runs before the measurement starts.
 const WARM_UP: Duration = Duration::from_millis(500);
 /// How long the idle clients sit before the relay's memory is read.
@@ -95,19 +100,20 @@ pub(crate) async fn throughput(
     secs: f64,
 ) -> Result<Vec<RelayThroughput>> {
     let single = Datagrams::single(Bytes::from(vec![0xabu8; usize::from(DATAGRAM)]));
-    let batch = Datagrams {
+    let batch = |segment: u16, count: usize| Datagrams {
         ecn: Ecn::Ect0,
-        segment_size: NonZeroU16::new(DATAGRAM),
-        contents: Bytes::from(vec![
-            0xcdu8;
-            MAX_PAYLOAD / usize::from(DATAGRAM)
-                * usize::from(DATAGRAM)
-        ]),
+        segment_size: NonZeroU16::new(segment),
+        contents: Bytes::from(vec![0xcdu8; usize::from(segment) * count]),
     };
+    let full = batch(DATAGRAM, MAX_PAYLOAD / usize::from(DATAGRAM));
+    // What the magic socket hands the relay client for one quinn transmit: quinn sends at most 10
+    // segments per GSO transmit, of 1452 bytes once path MTU discovery is done on loopback.
+    let quinn = batch(QUIC_SEGMENT, QUINN_GSO_SEGMENTS);
     let mut results = Vec::new();
     for (case, datagrams) in [
         ("1200 B datagrams, one per frame", single),
-        ("64 KiB GSO batches of 1200 B", batch),
+        ("10 x 1452 B batches (one quinn GSO transmit)", quinn),
+        ("64 KiB GSO batches of 1200 B", full),
     ] {
         let result = flow(server, relay, pid, datagrams, secs, case).await?;
         eprintln!(
@@ -208,8 +214,8 @@ async fn flow(
 }
 
 /// Starts a fresh relay process and measures its memory growth for `clients` idle clients.
-pub(crate) async fn memory(clients: usize) -> Result<RelayMemory> {
-    let relay = tokio::task::block_in_place(RelayProcess::start)?;
+pub(crate) async fn memory(clients: usize, threads: Option<usize>) -> Result<RelayMemory> {
+    let relay = tokio::task::block_in_place(|| RelayProcess::start(threads))?;
     let result = memory_of(&relay, clients).await;
     tokio::task::block_in_place(|| relay.stop());
     result

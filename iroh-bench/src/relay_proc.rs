@@ -29,11 +29,14 @@ use crate::Result;
 /// The first word of the child's ready line.
 const READY: &str = "RELAY";
 
-/// Runs the relay server (the child side); returns when standard input closes.
-pub(crate) fn serve() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+/// Runs the relay server (the child side) on `threads` worker threads (`None`: one per core, as the
+/// `iroh-relay` binary); returns when standard input closes.
+pub(crate) fn serve(threads: Option<usize>) -> Result<()> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(async {
         let config = ServerConfig::dev().with_tls(TlsConfig::self_signed_localhost());
         let server = Server::spawn(config).await?;
@@ -98,11 +101,16 @@ pub(crate) struct RelayProcess {
 }
 
 impl RelayProcess {
-    /// Starts a relay child and waits for its ready line.
-    pub(crate) fn start() -> Result<Self> {
+    /// Starts a relay child (with `threads` runtime workers, `None` for the default) and waits for its
+    /// ready line.
+    pub(crate) fn start(threads: Option<usize>) -> Result<Self> {
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
-            .arg("serve-relay")
+        let mut command = Command::new(exe);
+        command.arg("serve-relay");
+        if let Some(threads) = threads {
+            command.arg(format!("--threads={threads}"));
+        }
+        let mut child = command
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),

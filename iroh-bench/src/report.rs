@@ -119,6 +119,19 @@ impl Report {
                 format!("CPU per GiB, {}, both ends (s)", shape.shape),
                 shape.modes.iter().map(|m| (m.mode, m.cpu_s_per_gib)),
             ));
+        }
+        for shape in &results.throughput {
+            // Rate times CPU per byte: how many of the machine's cores the transfer kept busy (both ends,
+            // and the relay process for relay-only). At the core count the transfer was CPU-bound.
+            comparisons.push(Comparison::new(
+                format!("cores busy, {} (CPU s per s, incl. relay)", shape.shape),
+                shape.modes.iter().map(|m| {
+                    let cpu = m.cpu_s_per_gib + m.relay_cpu_s_per_gib.unwrap_or(0.0);
+                    (m.mode, m.mib_per_s / 1024.0 * cpu)
+                }),
+            ));
+        }
+        for shape in &results.throughput {
             for m in &shape.modes {
                 if let Some(relay_cpu) = m.relay_cpu_s_per_gib {
                     notes.push(format!(
@@ -259,7 +272,7 @@ impl Report {
             for t in &self.targets {
                 let _ = writeln!(
                     out,
-                    "| {} | {:.2} | {} |",
+                    "| {} | {:.3} | {} |",
                     t.target,
                     t.measured,
                     if t.met { "yes" } else { "**no**" }

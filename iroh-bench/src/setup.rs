@@ -17,7 +17,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
-    sync::{Arc, LazyLock},
+    sync::{Arc, LazyLock, OnceLock},
     time::Duration,
 };
 
@@ -68,10 +68,24 @@ impl Mode {
     }
 }
 
-/// The transport config of every connection in every mode.
+/// `--stream-window`: a stream receive window for every mode instead of quinn's default (1.25 MB).
+static STREAM_WINDOW: OnceLock<u32> = OnceLock::new();
+
+/// Sets the stream receive window of every connection made from now on (and the send window to eight
+/// times it, quinn's default ratio). Only the first call counts.
+pub(crate) fn set_stream_window(bytes: u32) {
+    STREAM_WINDOW.get_or_init(|| bytes);
+}
+
+/// The transport config of every connection in every mode: the Endpoint's default (quinn's defaults with
+/// iroh's keep-alive), plus `--stream-window` if given.
 pub(crate) fn transport() -> TransportConfig {
     let mut config = TransportConfig::default();
     config.keep_alive_interval(Some(iroh_net::endpoint::DEFAULT_KEEP_ALIVE));
+    if let Some(&window) = STREAM_WINDOW.get() {
+        config.stream_receive_window(window.into());
+        config.send_window(u64::from(window) * 8);
+    }
     config
 }
 
