@@ -33,7 +33,7 @@
 //! ratio measured in one run is the figure to trust; absolute rates move with the machine's load.
 //!
 //! Other knobs: `--shape single,streams,clients` picks throughput shapes; `--stream-window 16MiB` sets the
-//! stream receive window of every connection in every mode (the default is quinn's, as the Endpoint's).
+//! stream receive window of every connection in every mode (the default is the Endpoint's).
 #![forbid(unsafe_code)]
 #![allow(
     clippy::print_stdout,
@@ -103,8 +103,8 @@ struct Cli {
     /// Child processes per kind for idle memory (default 3; --quick 1).
     #[arg(long, global = true)]
     memory_reps: Option<usize>,
-    /// Stream receive window of every connection in every mode (default: quinn's, 1.25 MB, as the
-    /// Endpoint uses); the send window is set to eight times it, as quinn's defaults are.
+    /// Stream receive window of every connection in every mode (default: the Endpoint's, 8 MiB); the
+    /// connection and send windows are set to twice it, as the Endpoint's defaults are.
     #[arg(long, global = true, value_parser = parse_size)]
     stream_window: Option<u64>,
     /// Worker threads of each side's tokio runtime (the dialling side and the accepting side run on two

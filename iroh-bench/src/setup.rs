@@ -68,23 +68,27 @@ impl Mode {
     }
 }
 
-/// `--stream-window`: a stream receive window for every mode instead of quinn's default (1.25 MB).
+/// `--stream-window`: a stream receive window for every mode instead of the Endpoint's default.
 static STREAM_WINDOW: OnceLock<u32> = OnceLock::new();
 
-/// Sets the stream receive window of every connection made from now on (and the send window to eight
-/// times it, quinn's default ratio). Only the first call counts.
+/// Sets the stream receive window of every connection made from now on (and the connection and send
+/// windows to twice it, the Endpoint's default ratio). Only the first call counts.
 pub(crate) fn set_stream_window(bytes: u32) {
     STREAM_WINDOW.get_or_init(|| bytes);
 }
 
-/// The transport config of every connection in every mode: the Endpoint's default (quinn's defaults with
-/// iroh's keep-alive), plus `--stream-window` if given.
+/// The transport config of every connection in every mode: the Endpoint's default
+/// ([`iroh_net::endpoint::default_transport_config`]), plus `--stream-window` if given.
 pub(crate) fn transport() -> TransportConfig {
-    let mut config = TransportConfig::default();
-    config.keep_alive_interval(Some(iroh_net::endpoint::DEFAULT_KEEP_ALIVE));
+    let mut config = iroh_net::endpoint::default_transport_config();
     if let Some(&window) = STREAM_WINDOW.get() {
         config.stream_receive_window(window.into());
-        config.send_window(u64::from(window) * 8);
+        config.send_window(u64::from(window) * 2);
+        config.receive_window(
+            (u64::from(window) * 2)
+                .try_into()
+                .unwrap_or(quinn::VarInt::MAX),
+        );
     }
     config
 }

@@ -76,6 +76,32 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The QUIC keep-alive interval of the default transport config: connections stay active (and their
 /// paths confirmed) while open, even when idle.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// The stream receive window of the default transport config (quinn's own is 1.25 MB).
+pub const DEFAULT_STREAM_RECEIVE_WINDOW: u32 = 8 * 1024 * 1024;
+/// The connection receive window (all streams together) and the send window of the default transport
+/// config (quinn's own are unbounded and 10 MB).
+pub const DEFAULT_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
+/// The transport config an [`Endpoint`] uses unless [`Builder::transport_config`] gives another: quinn's
+/// defaults, with
+/// - a keep-alive every [`DEFAULT_KEEP_ALIVE`], so idle connections keep their paths confirmed;
+/// - a stream receive window of [`DEFAULT_STREAM_RECEIVE_WINDOW`]: quinn's 1.25 MB caps one stream at
+///   the window per round trip, which a relayed path (TCP and TLS twice, a few ms under load) or a long
+///   one (1.25 MB per 100 ms is 100 Mbit/s) hits well before the link's rate;
+/// - a connection receive window and send window of [`DEFAULT_CONNECTION_WINDOW`]: what one peer can make
+///   this end buffer for a connection is bounded (quinn's default leaves the connection window unbounded,
+///   so 200 unread streams could hold 250 MB), and a stream can fill its window.
+///
+/// The windows are limits, not allocations: memory is used only for data in flight or unread.
+pub fn default_transport_config() -> TransportConfig {
+    let mut config = TransportConfig::default();
+    config
+        .keep_alive_interval(Some(DEFAULT_KEEP_ALIVE))
+        .stream_receive_window(DEFAULT_STREAM_RECEIVE_WINDOW.into())
+        .receive_window(DEFAULT_CONNECTION_WINDOW.into())
+        .send_window(DEFAULT_CONNECTION_WINDOW.into());
+    config
+}
 
 /// Which relays an endpoint uses.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -218,8 +244,7 @@ impl Builder {
         self
     }
 
-    /// quinn's transport settings for every connection. Default: quinn's defaults with a keep-alive of
-    /// [`DEFAULT_KEEP_ALIVE`].
+    /// quinn's transport settings for every connection. Default: [`default_transport_config`].
     pub fn transport_config(mut self, config: TransportConfig) -> Self {
         self.transport = Some(Arc::new(config));
         self
@@ -280,11 +305,9 @@ impl Builder {
         let udp = UdpSockets::bind(self.bind_v4, self.bind_v6)?;
         let (actor_tx, actor_rx) = mpsc::channel(ACTOR_INBOX);
         let sock = Arc::new(MagicSock::new(udp, actor_tx, DELIVERY_QUEUE));
-        let transport = self.transport.unwrap_or_else(|| {
-            let mut config = TransportConfig::default();
-            config.keep_alive_interval(Some(DEFAULT_KEEP_ALIVE));
-            Arc::new(config)
-        });
+        let transport = self
+            .transport
+            .unwrap_or_else(|| Arc::new(default_transport_config()));
         let server_config = server_config(&secret_key, self.alpns, &transport, self.keylog)?;
         let mut endpoint_config = quinn::EndpointConfig::default();
         // Disco and STUN rely on QUIC's fixed bit being set (see `crate::disco`).

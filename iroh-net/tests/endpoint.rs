@@ -1,5 +1,6 @@
 //! Endpoint integration tests on loopback: direct only, relay only, relay then direct, a direct path that
-//! dies mid-transfer and comes back, typed dial errors, many endpoints at once, and garbage at the socket.
+//! dies mid-transfer and comes back, typed dial errors, many endpoints at once, garbage at the socket, and
+//! the bound on what unread streams make an endpoint buffer.
 //!
 //! Every test runs under a timeout; relays are real `iroh-relay` servers with self-signed TLS on 127.0.0.1.
 //! Set `RUST_LOG=iroh_net=debug` (or `iroh::_events=debug`) to see what happens.
@@ -599,6 +600,83 @@ async fn busy_port_is_a_clear_error() {
             "{err:?}"
         );
         first.close().await;
+    })
+    .await
+    .unwrap();
+}
+
+/// What a peer can make an endpoint buffer for one connection is the default connection window, however
+/// many streams it opens and however big its own send window; nothing is lost once the reader reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_streams_buffer_at_most_the_connection_window() {
+    use iroh_net::endpoint::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_RECEIVE_WINDOW};
+    const STREAMS: u64 = 4;
+    init_tracing();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let window = u64::from(DEFAULT_CONNECTION_WINDOW);
+        let per_stream = u64::from(DEFAULT_STREAM_RECEIVE_WINDOW);
+        assert!(
+            STREAMS * per_stream > window,
+            "the streams together must exceed the window"
+        );
+        // The sender would send everything if the receiver let it.
+        let mut greedy = iroh_net::endpoint::default_transport_config();
+        greedy.send_window(STREAMS * per_stream * 2);
+        let a = Endpoint::builder()
+            .alpns(vec![ALPN.to_vec()])
+            .transport_config(greedy)
+            .bind()
+            .await
+            .unwrap();
+        let b = direct_endpoint().await;
+        let accept = tokio::spawn({
+            let b = b.clone();
+            async move { b.accept().await.unwrap().await.unwrap() }
+        });
+        let conn = a.connect(b.node_addr(), ALPN).await.unwrap();
+        let b_conn = accept.await.unwrap();
+        let mut writers = JoinSet::new();
+        for s in 0..STREAMS {
+            let conn = conn.clone();
+            writers.spawn(async move {
+                let mut send = conn.open_uni().await.unwrap();
+                send.write_all(&chunk(7, s, per_stream as usize))
+                    .await
+                    .unwrap();
+                send.finish().unwrap();
+                send.stopped().await.ok();
+            });
+        }
+        // The receiver reads nothing: wait until the bytes it takes in stop growing.
+        let (mut last, mut still) = (0, 0);
+        while still < 5 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = b_conn.stats().udp_rx.bytes;
+            still = if now == last { still + 1 } else { 0 };
+            last = now;
+        }
+        println!("unread: {last} bytes taken in, window {window}");
+        assert!(last > window * 9 / 10, "blocked below the window: {last}");
+        assert!(
+            last < window * 21 / 20,
+            "took in more than the window allows: {last}"
+        );
+        // Reading releases the window; every stream arrives whole.
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..STREAMS {
+            let mut recv = b_conn.accept_uni().await.unwrap();
+            let data = recv.read_to_end(usize::MAX).await.unwrap();
+            let s = (0..STREAMS)
+                .find(|&s| data == chunk(7, s, per_stream as usize))
+                .expect("a stream arrived altered");
+            println!("stream {s}: {} bytes intact", data.len());
+            assert!(seen.insert(s), "stream {s} twice");
+        }
+        while let Some(done) = writers.join_next().await {
+            done.unwrap();
+        }
+        a.close().await;
+        b.close().await;
     })
     .await
     .unwrap();

@@ -1,5 +1,6 @@
 //! The relay client against the real relay server, in one process: datagrams both ways over plain HTTP
-//! and TLS, ping RTT, PeerGone, reconnecting after a server restart, and a refused bearer token.
+//! and TLS, ping RTT, PeerGone, reconnecting after a server restart, a refused bearer token, and a lagging
+//! receiver held to its receive buffer.
 #![cfg(all(feature = "client", feature = "server"))]
 // Helpers outside `#[test]` functions are test code too.
 #![allow(clippy::unwrap_used)]
@@ -249,6 +250,58 @@ async fn a_wrong_bearer_token_is_unauthorized() {
         let right = builder(&server, key(1)).bearer_token("open sesame").build();
         connected(&mut right.state()).await;
         right.close().await;
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_receiver_queues_at_most_its_buffer_and_stays_connected() {
+    timed(async {
+        const BATCH: usize = 10 * 1024;
+        const BUFFER: usize = 64 * 1024;
+        let server = Server::spawn(ServerConfig::dev()).await.unwrap();
+        let (a_id, b_id) = (key(1).public(), key(2).public());
+        let mut a = builder(&server, key(1)).build();
+        let mut b = builder(&server, key(2)).recv_buffer(BUFFER).build();
+        connected(&mut a.state()).await;
+        connected(&mut b.state()).await;
+        exchange(&mut a, &mut b, b_id, a_id).await;
+        // Drain what the exchange left behind (extra hellos).
+        while let Ok(event) = tokio::time::timeout(Duration::from_millis(100), b.recv()).await {
+            event.unwrap();
+        }
+
+        // `b` reads nothing while 100 batches (1000 KiB) come in.
+        for i in 0..100u8 {
+            let batch = Datagrams::single(bytes::Bytes::from(vec![i; BATCH]));
+            a.send(b_id, batch).await.unwrap();
+        }
+        // Once the server answers `a`'s ping it has routed every batch before it to `b`'s queue; once it
+        // answers `b`'s, `b`'s driver has read all of them (the pong follows them on `b`'s stream).
+        a.ping().await.unwrap();
+        b.ping().await.unwrap();
+
+        let mut got = Vec::new();
+        while let Ok(event) = tokio::time::timeout(Duration::from_millis(200), b.recv()).await {
+            if let ReceivedEvent::Datagrams { src, datagrams } = event.unwrap() {
+                assert_eq!(src, a_id);
+                got.push(datagrams.contents);
+            }
+        }
+        // The first batches that fit the buffer, intact and in order; the rest dropped.
+        assert_eq!(got.len(), BUFFER / BATCH, "batches queued while lagging");
+        for (i, contents) in got.iter().enumerate() {
+            assert_eq!(contents.len(), BATCH);
+            assert!(
+                contents.iter().all(|&byte| usize::from(byte) == i),
+                "batch {i}"
+            );
+        }
+        // The budget was given back: the connection carries datagrams as before.
+        exchange(&mut a, &mut b, b_id, a_id).await;
+        a.close().await;
+        b.close().await;
         server.shutdown().await;
     })
     .await;

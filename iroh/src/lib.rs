@@ -65,7 +65,7 @@ pub use iroh_net::{
     self,
     endpoint::{
         AcceptError, BindError, Builder as EndpointBuilder, ConnectError, Connection, Endpoint,
-        Incoming, RelayMode, RemoteInfo,
+        Incoming, RelayMode, RemoteInfo, default_transport_config,
     },
     paths::ConnectionType,
     quinn,

@@ -25,7 +25,7 @@ use tokio::{
 use tracing::{debug, info};
 
 use super::{
-    ConnectionError, ConnectionState, PingError, ReceivedEvent,
+    ConnectionError, ConnectionState, EventSender, PingError, ReceivedEvent,
     backoff::Backoff,
     conn::{ConnCore, CoreEvent},
     connect::{Connection, Connector},
@@ -127,7 +127,7 @@ impl Inbox {
 pub(crate) struct Driver {
     connector: Connector,
     inbox: Inbox,
-    events: mpsc::Sender<ReceivedEvent>,
+    events: EventSender,
     state: watch::Sender<ConnectionState>,
     config: DriverConfig,
     dropped_events: u64,
@@ -139,7 +139,7 @@ impl Driver {
     pub(crate) fn new(
         connector: Connector,
         mut inbox: Inbox,
-        events: mpsc::Sender<ReceivedEvent>,
+        events: EventSender,
         state: watch::Sender<ConnectionState>,
         config: DriverConfig,
     ) -> Self {
@@ -348,18 +348,13 @@ impl Driver {
 
 /// Hands an event to the receiver without ever waiting: if it lags, the event is dropped (as a UDP
 /// socket drops what its receive buffer cannot hold) so that pings, pongs and keepalives keep flowing.
-fn deliver(events: &mpsc::Sender<ReceivedEvent>, dropped: &mut u64, event: ReceivedEvent) {
-    match events.try_send(event) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            *dropped += 1;
-            debug!(
-                dropped = *dropped,
-                "relay receive queue full, dropped an event"
-            );
-        }
-        // Nobody is receiving; datagrams are still sent.
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
+fn deliver(events: &EventSender, dropped: &mut u64, event: ReceivedEvent) {
+    if !events.try_send(event) {
+        *dropped += 1;
+        debug!(
+            dropped = *dropped,
+            "relay receive queue full, dropped an event"
+        );
     }
 }
 

@@ -33,15 +33,20 @@
 //!   While disconnected the driver keeps draining it into a second queue of the same length that drops its
 //!   **oldest** batch when full, so sending never stalls for long and what is sent after a reconnect is
 //!   the freshest.
-//! - receiving: [`ClientBuilder::recv_queue_len`] events; if the receiver lags, new datagram batches are
-//!   dropped (as a UDP socket's receive buffer would) rather than stalling pings and keepalives.
+//! - receiving: at most [`ClientBuilder::recv_buffer`] bytes of datagrams and [`ClientBuilder::recv_queue_len`]
+//!   events; if the receiver lags, new datagram batches are dropped (as a UDP socket's receive buffer
+//!   would) rather than stalling pings and keepalives. The byte bound is what caps memory: a batch may be
+//!   anything from one small datagram to a 64 KiB GSO transmit.
 //!
 //! Logs: debug for details, info for connection state changes. Structured events (level DEBUG, fields
 //! only): `iroh::_events::relay_client::connected` (`url`) and
 //! `iroh::_events::relay_client::disconnected` (`url`, `error`).
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -83,8 +88,12 @@ pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
 pub const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 /// Default length of the send queue, in datagram batches.
 pub const DEFAULT_SEND_QUEUE_LEN: usize = 32;
-/// Default length of the receive queue, in events.
-pub const DEFAULT_RECV_QUEUE_LEN: usize = 64;
+/// Default length of the receive queue, in events (the bytes they hold are bounded by
+/// [`DEFAULT_RECV_BUFFER`]).
+pub const DEFAULT_RECV_QUEUE_LEN: usize = 1024;
+/// Default bound on the datagram bytes waiting in the receive queue: the 8 MiB receive buffer a busy UDP
+/// socket gets, so that a flow relayed over one TCP connection absorbs the same bursts as a direct one.
+pub const DEFAULT_RECV_BUFFER: usize = 8 * 1024 * 1024;
 /// Commands (pings, close) waiting for the driver.
 const COMMAND_QUEUE_LEN: usize = 8;
 
@@ -152,6 +161,7 @@ pub struct ClientBuilder {
     backoff_max: Duration,
     send_queue_len: usize,
     recv_queue_len: usize,
+    recv_buffer: usize,
 }
 
 impl ClientBuilder {
@@ -170,6 +180,7 @@ impl ClientBuilder {
             backoff_max: DEFAULT_BACKOFF_MAX,
             send_queue_len: DEFAULT_SEND_QUEUE_LEN,
             recv_queue_len: DEFAULT_RECV_QUEUE_LEN,
+            recv_buffer: DEFAULT_RECV_BUFFER,
         }
     }
 
@@ -237,6 +248,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Datagram bytes the receive queue holds (default [`DEFAULT_RECV_BUFFER`]); a batch that would go
+    /// over is dropped. One batch is always let in when the queue is empty, however large.
+    pub fn recv_buffer(mut self, bytes: usize) -> Self {
+        self.recv_buffer = bytes;
+        self
+    }
+
     /// The connection settings.
     pub fn connect_options(&self) -> &ConnectOptions {
         &self.connect
@@ -252,6 +270,7 @@ impl ClientBuilder {
         let (datagrams_tx, datagrams_rx) = mpsc::channel(self.send_queue_len);
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE_LEN);
         let (events_tx, events_rx) = mpsc::channel(self.recv_queue_len);
+        let queued = RecvBytes::default();
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);
         let (preferred_tx, preferred_rx) = watch::channel(false);
         let config = DriverConfig {
@@ -264,7 +283,11 @@ impl ClientBuilder {
         let driver = Driver::new(
             connect::Connector::new(self.connect),
             Inbox::new(commands_rx, datagrams_rx, preferred_rx),
-            events_tx,
+            EventSender {
+                events: events_tx,
+                queued: queued.clone(),
+                limit: self.recv_buffer,
+            },
             state_tx,
             config,
         );
@@ -277,7 +300,10 @@ impl ClientBuilder {
                 preferred: Arc::new(preferred_tx),
                 state: state_rx,
             },
-            receiver: ClientReceiver { events: events_rx },
+            receiver: ClientReceiver {
+                events: events_rx,
+                queued,
+            },
         }
     }
 }
@@ -412,17 +438,75 @@ impl ClientSender {
 #[derive(Debug)]
 pub struct ClientReceiver {
     events: mpsc::Receiver<ReceivedEvent>,
+    queued: RecvBytes,
 }
 
 impl ClientReceiver {
     /// See [`Client::recv`]. Cancel-safe.
     pub async fn recv(&mut self) -> Option<ReceivedEvent> {
-        self.events.recv().await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// The next event if one is waiting: for poll-based callers such as a socket implementation.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<ReceivedEvent>> {
-        self.events.poll_recv(cx)
+        let event = std::task::ready!(self.events.poll_recv(cx));
+        if let Some(ReceivedEvent::Datagrams { datagrams, .. }) = &event {
+            self.queued.release(datagrams.contents.len());
+        }
+        Poll::Ready(event)
+    }
+}
+
+/// Datagram bytes in the receive queue, shared by the driver (adds) and the receiver (subtracts).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RecvBytes(Arc<AtomicUsize>);
+
+impl RecvBytes {
+    /// Takes `len` bytes of a budget of `limit`, unless that would go over it (one batch always fits an
+    /// empty queue).
+    fn try_take(&self, len: usize, limit: usize) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued == 0 || queued.saturating_add(len) <= limit).then(|| queued + len)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, len: usize) {
+        self.0.fetch_sub(len, Ordering::AcqRel);
+    }
+}
+
+/// The driver's end of the receive queue: events, with datagram bytes bounded.
+#[derive(Debug)]
+pub(crate) struct EventSender {
+    events: mpsc::Sender<ReceivedEvent>,
+    queued: RecvBytes,
+    limit: usize,
+}
+
+impl EventSender {
+    /// Queues `event` without waiting; `false` if it was dropped because the queue is full (in events or,
+    /// for datagrams, in bytes). Events for a receiver that is gone are discarded silently (`true`).
+    pub(crate) fn try_send(&self, event: ReceivedEvent) -> bool {
+        let len = match &event {
+            ReceivedEvent::Datagrams { datagrams, .. } => datagrams.contents.len(),
+            _ => 0,
+        };
+        if len > 0 && !self.queued.try_take(len, self.limit) {
+            return self.events.is_closed();
+        }
+        match self.events.try_send(event) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.queued.release(len);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.queued.release(len);
+                true
+            }
+        }
     }
 }
 
