@@ -931,6 +931,87 @@ async fn a_stalled_server_fills_the_queue() {
 }
 
 #[tokio::test]
+async fn datagrams_queued_while_disconnected_stay_within_the_send_buffer() {
+    timed(async {
+        const BATCH: usize = 1000;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let url: RelayUrl = format!("http://{addr}").parse().unwrap();
+        // Many batches allowed, few bytes: the byte bound is the one that holds.
+        let client = fast_client(url, key(1)).send_buffer(3 * BATCH).build();
+        let mut state = client.state();
+        wait_for(&mut state, |s| {
+            matches!(s, ConnectionState::Disconnected { .. })
+        })
+        .await;
+        let peer = key(2).public();
+        for i in 0..100u8 {
+            let batch = Datagrams::single(vec![i; BATCH]);
+            client.send(peer, batch).await.unwrap();
+        }
+        let mut mock = Mock::spawn_on(addr, Behavior::default(), false).await;
+        let mut conn = mock.next_conn().await;
+        let mut got = Vec::new();
+        while got.last() != Some(&99) {
+            match conn.next_frame().await {
+                Some(Frame::SendDatagrams { datagrams, .. }) => {
+                    assert_eq!(datagrams.contents.len(), BATCH);
+                    got.push(datagrams.contents[0]);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(got.len() <= 6, "at most two buffers' worth: {got:?}");
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
+        client.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stalled_server_fills_the_send_buffer_in_bytes() {
+    timed(async {
+        let mut mock = Mock::spawn(Behavior {
+            no_read: true,
+            ..Default::default()
+        })
+        .await;
+        // Room for four full batches and 100 bytes more; the batch count is no limit here.
+        let client = fast_client(mock.url(), key(1))
+            .send_buffer(4 * MAX_PAYLOAD + 100)
+            .build();
+        let mut state = client.state();
+        let _conn = mock.next_conn().await;
+        wait_for(&mut state, ConnectionState::is_connected).await;
+        let peer = key(2).public();
+        let batch = Datagrams::single(vec![0u8; MAX_PAYLOAD]);
+        let mut full = false;
+        for _ in 0..2000 {
+            match client.try_send(peer, batch.clone()) {
+                Ok(()) => tokio::task::yield_now().await,
+                Err(SendError::QueueFull) => {
+                    full = true;
+                    break;
+                }
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert!(full, "the queue never filled");
+        // What is left of the buffer still takes a small batch, and then nothing more.
+        client
+            .try_send(peer, Datagrams::single(vec![1u8; 100]))
+            .unwrap();
+        assert!(matches!(
+            client.try_send(peer, Datagrams::single(vec![1u8; 1])),
+            Err(SendError::QueueFull)
+        ));
+        client.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn close_flushes_and_then_everything_is_closed() {
     timed(async {
         let mut mock = Mock::spawn(Behavior::default()).await;

@@ -9,8 +9,8 @@
 //!          └──── close() or every handle dropped (any state) ──> Closed
 //! ```
 //!
-//! While not connected the task keeps serving the handles: datagrams go to a bounded queue that drops its
-//! oldest entry when full (the newest packets carry the freshest state, and QUIC retransmits what is lost),
+//! While not connected the task keeps serving the handles: datagrams go to a queue bounded like the send
+//! queue (batches and bytes) that drops its oldest entries when full (the newest packets carry the freshest state, and QUIC retransmits what is lost),
 //! pings fail at once with [`PingError::NotConnected`], the preferred flag is remembered and sent after
 //! every (re)connect. While connected, one `select!` reads frames, writes (cancel-safe, so a slow write
 //! never stops reading), takes datagrams from the handles only while the write buffer has room (that is
@@ -25,7 +25,7 @@ use tokio::{
 use tracing::{debug, info};
 
 use super::{
-    ConnectionError, ConnectionState, EventSender, PingError, ReceivedEvent,
+    ConnectionError, ConnectionState, EventSender, PingError, Queued, ReceivedEvent,
     backoff::Backoff,
     conn::{ConnCore, CoreEvent},
     connect::{Connection, Connector},
@@ -55,17 +55,20 @@ pub(crate) struct DriverConfig {
     pub(crate) ping_timeout: Duration,
     pub(crate) backoff: Backoff,
     pub(crate) pending_limit: usize,
+    pub(crate) pending_bytes_limit: usize,
 }
 
 /// The channels the driver reads and the queue it keeps while disconnected.
 #[derive(Debug)]
 pub(crate) struct Inbox {
     pub(crate) commands: mpsc::Receiver<Command>,
-    pub(crate) datagrams: mpsc::Receiver<Frame>,
+    pub(crate) datagrams: mpsc::Receiver<Queued>,
     pub(crate) preferred: watch::Receiver<bool>,
-    /// Datagram frames taken while not connected, oldest first.
-    pending: VecDeque<Frame>,
+    /// Datagram frames taken while not connected, with their datagram bytes, oldest first.
+    pending: VecDeque<(Frame, usize)>,
     pending_limit: usize,
+    pending_bytes: usize,
+    pending_bytes_limit: usize,
     datagrams_open: bool,
     preferred_open: bool,
     close_ack: Option<oneshot::Sender<()>>,
@@ -74,7 +77,7 @@ pub(crate) struct Inbox {
 impl Inbox {
     pub(crate) fn new(
         commands: mpsc::Receiver<Command>,
-        datagrams: mpsc::Receiver<Frame>,
+        datagrams: mpsc::Receiver<Queued>,
         preferred: watch::Receiver<bool>,
     ) -> Self {
         Self {
@@ -83,6 +86,8 @@ impl Inbox {
             preferred,
             pending: VecDeque::new(),
             pending_limit: 0,
+            pending_bytes: 0,
+            pending_bytes_limit: 0,
             datagrams_open: true,
             preferred_open: true,
             close_ack: None,
@@ -105,20 +110,34 @@ impl Inbox {
                     }
                     None => return None,
                 },
-                frame = self.datagrams.recv(), if self.datagrams_open => match frame {
-                    Some(frame) => self.queue_pending(frame),
+                queued = self.datagrams.recv(), if self.datagrams_open => match queued {
+                    Some(queued) => self.queue_pending(queued.frame, queued.bytes),
                     None => self.datagrams_open = false,
                 },
             }
         }
     }
 
-    fn queue_pending(&mut self, frame: Frame) {
-        if self.pending.len() >= self.pending_limit {
-            self.pending.pop_front();
+    /// Keeps `frame` for the next connection, dropping the oldest frames to stay within the bounds.
+    fn queue_pending(&mut self, frame: Frame, bytes: usize) {
+        while !self.pending.is_empty()
+            && (self.pending.len() >= self.pending_limit
+                || self.pending_bytes + bytes > self.pending_bytes_limit)
+        {
+            if let Some((_, old)) = self.pending.pop_front() {
+                self.pending_bytes -= old;
+            }
             debug!("relay send queue full while disconnected, dropped the oldest datagrams");
         }
-        self.pending.push_back(frame);
+        self.pending_bytes += bytes;
+        self.pending.push_back((frame, bytes));
+    }
+
+    /// The oldest frame kept while disconnected.
+    fn pop_pending(&mut self) -> Option<Frame> {
+        let (frame, bytes) = self.pending.pop_front()?;
+        self.pending_bytes -= bytes;
+        Some(frame)
     }
 }
 
@@ -144,6 +163,7 @@ impl Driver {
         config: DriverConfig,
     ) -> Self {
         inbox.pending_limit = config.pending_limit.max(1);
+        inbox.pending_bytes_limit = config.pending_bytes_limit.max(1);
         Self {
             connector,
             inbox,
@@ -215,7 +235,7 @@ impl Driver {
         let result = 'serve: loop {
             // Queued while disconnected: older than anything still in the channel, so they go first.
             while writer.buffered_len() < WRITE_BUFFER_LIMIT {
-                let Some(frame) = inbox.pending.pop_front() else {
+                let Some(frame) = inbox.pop_pending() else {
                     break;
                 };
                 writer.push(&frame);
@@ -255,9 +275,11 @@ impl Driver {
                         break 'serve Err(ConnectionError::Write(error));
                     }
                 }
-                frame = inbox.datagrams.recv(), if inbox.datagrams_open && has_room => match frame {
-                    Some(frame) => {
-                        writer.push(&frame);
+                queued = inbox.datagrams.recv(), if inbox.datagrams_open && has_room => match queued {
+                    // The batch's bytes of the send buffer are given back here, once it is in the write
+                    // buffer (itself bounded).
+                    Some(queued) => {
+                        writer.push(&queued.frame);
                         core.on_sent(now());
                     }
                     None => inbox.datagrams_open = false,
@@ -297,11 +319,11 @@ impl Driver {
             // Graceful close: what `send` accepted goes out (and nothing more is accepted), then TLS
             // close_notify / TCP FIN.
             inbox.datagrams.close();
-            for frame in inbox.pending.drain(..) {
+            while let Some(frame) = inbox.pop_pending() {
                 writer.push(&frame);
             }
-            while let Ok(frame) = inbox.datagrams.try_recv() {
-                writer.push(&frame);
+            while let Ok(queued) = inbox.datagrams.try_recv() {
+                writer.push(&queued.frame);
             }
             let flushed = tokio::time::timeout(CLOSE_TIMEOUT, async {
                 while !writer.is_idle() {

@@ -28,11 +28,11 @@
 //!   bounded channels, reconnecting forever until [`Client::close`] or until every handle is dropped.
 //!
 //! Queues, all bounded (a node may hold several relay clients):
-//! - sending: [`ClientBuilder::send_queue_len`] batches in the channel. While connected,
-//!   [`Client::send`] waits when it is full and [`Client::try_send`] fails with [`SendError::QueueFull`].
-//!   While disconnected the driver keeps draining it into a second queue of the same length that drops its
-//!   **oldest** batch when full, so sending never stalls for long and what is sent after a reconnect is
-//!   the freshest.
+//! - sending: at most [`ClientBuilder::send_buffer`] bytes of datagrams and
+//!   [`ClientBuilder::send_queue_len`] batches in the channel. While connected, [`Client::send`] waits when
+//!   it is full and [`Client::try_send`] fails with [`SendError::QueueFull`]. While disconnected the driver
+//!   keeps draining it into a second queue of the same bounds that drops its **oldest** batch when full, so
+//!   sending never stalls for long and what is sent after a reconnect is the freshest.
 //! - receiving: at most [`ClientBuilder::recv_buffer`] bytes of datagrams and [`ClientBuilder::recv_queue_len`]
 //!   events; if the receiver lags, new datagram batches are dropped (as a UDP socket's receive buffer
 //!   would) rather than stalling pings and keepalives. The byte bound is what caps memory: a batch may be
@@ -52,7 +52,7 @@ use std::{
 };
 
 use iroh_base::{NodeId, RelayUrl, SecretKey};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use crate::protos::frame::{Datagrams, Frame, StatusCode};
@@ -86,8 +86,13 @@ pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(250);
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A connection that lasted this long resets the reconnect schedule to its minimum.
 pub const STABLE_CONNECTION: Duration = Duration::from_secs(10);
-/// Default length of the send queue, in datagram batches.
-pub const DEFAULT_SEND_QUEUE_LEN: usize = 32;
+/// Default length of the send queue, in datagram batches (the bytes they hold are bounded by
+/// [`DEFAULT_SEND_BUFFER`]).
+pub const DEFAULT_SEND_QUEUE_LEN: usize = 1024;
+/// Default bound on the datagram bytes waiting in the send queue: room for a burst of a few hundred QUIC
+/// packets (quinn's pacer releases up to 256 at once), which a TCP connection to the relay takes in a
+/// moment but a shorter queue would drop.
+pub const DEFAULT_SEND_BUFFER: usize = 4 * 1024 * 1024;
 /// Default length of the receive queue, in events (the bytes they hold are bounded by
 /// [`DEFAULT_RECV_BUFFER`]).
 pub const DEFAULT_RECV_QUEUE_LEN: usize = 1024;
@@ -160,6 +165,7 @@ pub struct ClientBuilder {
     backoff_min: Duration,
     backoff_max: Duration,
     send_queue_len: usize,
+    send_buffer: usize,
     recv_queue_len: usize,
     recv_buffer: usize,
 }
@@ -179,6 +185,7 @@ impl ClientBuilder {
             backoff_min: DEFAULT_BACKOFF_MIN,
             backoff_max: DEFAULT_BACKOFF_MAX,
             send_queue_len: DEFAULT_SEND_QUEUE_LEN,
+            send_buffer: DEFAULT_SEND_BUFFER,
             recv_queue_len: DEFAULT_RECV_QUEUE_LEN,
             recv_buffer: DEFAULT_RECV_BUFFER,
         }
@@ -242,6 +249,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Datagram bytes the send queue holds (default [`DEFAULT_SEND_BUFFER`], at least 1); the same bound
+    /// applies while disconnected. A batch larger than the whole buffer takes all of it.
+    pub fn send_buffer(mut self, bytes: usize) -> Self {
+        self.send_buffer = bytes.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
+
     /// Events the receive queue holds (default [`DEFAULT_RECV_QUEUE_LEN`], at least 1).
     pub fn recv_queue_len(mut self, len: usize) -> Self {
         self.recv_queue_len = len.max(1);
@@ -278,6 +292,7 @@ impl ClientBuilder {
             ping_timeout: self.ping_timeout,
             backoff: backoff::Backoff::new(self.backoff_min, self.backoff_max, STABLE_CONNECTION),
             pending_limit: self.send_queue_len,
+            pending_bytes_limit: self.send_buffer,
         };
         let span = tracing::debug_span!("relay_client", url = %url);
         let driver = Driver::new(
@@ -296,6 +311,8 @@ impl ClientBuilder {
             sender: ClientSender {
                 url,
                 datagrams: datagrams_tx,
+                send_budget: Arc::new(Semaphore::new(self.send_buffer)),
+                send_buffer: self.send_buffer,
                 commands: commands_tx,
                 preferred: Arc::new(preferred_tx),
                 state: state_rx,
@@ -370,7 +387,10 @@ impl Client {
 #[derive(Debug, Clone)]
 pub struct ClientSender {
     url: Arc<RelayUrl>,
-    datagrams: mpsc::Sender<Frame>,
+    datagrams: mpsc::Sender<Queued>,
+    /// Bytes of [`ClientBuilder::send_buffer`] not taken by queued batches.
+    send_budget: Arc<Semaphore>,
+    send_buffer: usize,
     commands: mpsc::Sender<Command>,
     preferred: Arc<watch::Sender<bool>>,
     state: watch::Receiver<ConnectionState>,
@@ -379,20 +399,51 @@ pub struct ClientSender {
 impl ClientSender {
     /// See [`Client::send`].
     pub async fn send(&self, dst: NodeId, datagrams: Datagrams) -> Result<(), SendError> {
-        let frame = datagram_frame(dst, datagrams)?;
+        let (frame, bytes) = datagram_frame(dst, datagrams)?;
+        if self.datagrams.is_closed() {
+            return Err(SendError::Closed);
+        }
+        let permit = Arc::clone(&self.send_budget)
+            .acquire_many_owned(self.cost(bytes))
+            .await
+            .map_err(|_| SendError::Closed)?;
         self.datagrams
-            .send(frame)
+            .send(Queued {
+                frame,
+                bytes,
+                _permit: permit,
+            })
             .await
             .map_err(|_| SendError::Closed)
     }
 
     /// See [`Client::try_send`].
     pub fn try_send(&self, dst: NodeId, datagrams: Datagrams) -> Result<(), SendError> {
-        let frame = datagram_frame(dst, datagrams)?;
-        self.datagrams.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
-            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
-        })
+        let (frame, bytes) = datagram_frame(dst, datagrams)?;
+        if self.datagrams.is_closed() {
+            return Err(SendError::Closed);
+        }
+        let permit = Arc::clone(&self.send_budget)
+            .try_acquire_many_owned(self.cost(bytes))
+            .map_err(|e| match e {
+                TryAcquireError::NoPermits => SendError::QueueFull,
+                TryAcquireError::Closed => SendError::Closed,
+            })?;
+        self.datagrams
+            .try_send(Queued {
+                frame,
+                bytes,
+                _permit: permit,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+            })
+    }
+
+    /// The permits a batch of `bytes` takes: its size, but never more than the whole buffer.
+    fn cost(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes.clamp(1, self.send_buffer)).unwrap_or(u32::MAX)
     }
 
     /// See [`Client::ping`].
@@ -510,9 +561,19 @@ impl EventSender {
     }
 }
 
-/// The frame for a batch, or why the server would refuse it.
-fn datagram_frame(dst: NodeId, datagrams: Datagrams) -> Result<Frame, SendError> {
+/// The frame for a batch and its datagram bytes, or why the server would refuse it.
+fn datagram_frame(dst: NodeId, datagrams: Datagrams) -> Result<(Frame, usize), SendError> {
+    let bytes = datagrams.contents.len();
     let frame = Frame::SendDatagrams { dst, datagrams };
     frame.validate()?;
-    Ok(frame)
+    Ok((frame, bytes))
+}
+
+/// A datagram frame in the send queue, holding its bytes of the send buffer until the driver takes it.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) frame: Frame,
+    /// Datagram bytes in the frame.
+    pub(crate) bytes: usize,
+    _permit: OwnedSemaphorePermit,
 }
