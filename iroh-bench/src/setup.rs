@@ -7,8 +7,8 @@
 //! | [`Mode::Direct`] | iroh `Endpoint` bound to 127.0.0.1 only (no IPv6), home relay connected | loopback UDP, confirmed direct |
 //! | [`Mode::Relay`] | the same `Endpoint`, all direct UDP blocked by the test filter | TLS to the relay and back |
 //!
-//! All three use the same quinn `TransportConfig` (quinn's defaults with iroh's 5 s keep-alive) and the same
-//! TLS: rustls with ring, ed25519 raw public keys authenticating both ends, from `iroh_net::tls`. The iroh
+//! All three use the same quinn `TransportConfig` (the Endpoint's, `iroh_net::endpoint::default_transport_config`)
+//! and the same TLS: rustls with ring, ed25519 raw public keys authenticating both ends, from `iroh_net::tls`. The iroh
 //! endpoints in both modes have the relay configured (as deployed endpoints do), so the only difference
 //! between the direct and relay-only figures is the path.
 //!

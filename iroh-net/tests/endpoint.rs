@@ -647,7 +647,11 @@ async fn unread_streams_buffer_at_most_the_connection_window() {
                 send.stopped().await.ok();
             });
         }
-        // The receiver reads nothing: wait until the bytes it takes in stop growing.
+        // The receiver reads nothing. The sender says when the connection window blocks it (DATA_BLOCKED);
+        // then wait until the bytes taken in stop growing (retransmissions have filled any gaps).
+        while b_conn.stats().frame_rx.data_blocked == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let (mut last, mut still) = (0, 0);
         while still < 5 {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -656,9 +660,10 @@ async fn unread_streams_buffer_at_most_the_connection_window() {
             last = now;
         }
         println!("unread: {last} bytes taken in, window {window}");
-        assert!(last > window * 9 / 10, "blocked below the window: {last}");
+        // UDP bytes: the stream data plus 2-4% of QUIC headers, tags and frame overhead.
+        assert!(last > window, "blocked below the window: {last}");
         assert!(
-            last < window * 21 / 20,
+            last < window * 11 / 10,
             "took in more than the window allows: {last}"
         );
         // Reading releases the window; every stream arrives whole.

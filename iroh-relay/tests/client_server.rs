@@ -262,7 +262,12 @@ async fn a_lagging_receiver_queues_at_most_its_buffer_and_stays_connected() {
         const BUFFER: usize = 64 * 1024;
         let server = Server::spawn(ServerConfig::dev()).await.unwrap();
         let (a_id, b_id) = (key(1).public(), key(2).public());
-        let mut a = builder(&server, key(1)).build();
+        // `a`'s send queue holds one batch: each `send` returns only once the batch before it is in the
+        // driver's write buffer, ahead of anything queued after (such as a ping).
+        let mut a = builder(&server, key(1))
+            .send_buffer(BATCH)
+            .send_queue_len(1)
+            .build();
         let mut b = builder(&server, key(2)).recv_buffer(BUFFER).build();
         connected(&mut a.state()).await;
         connected(&mut b.state()).await;
@@ -277,8 +282,13 @@ async fn a_lagging_receiver_queues_at_most_its_buffer_and_stays_connected() {
             let batch = Datagrams::single(bytes::Bytes::from(vec![i; BATCH]));
             a.send(b_id, batch).await.unwrap();
         }
-        // Once the server answers `a`'s ping it has routed every batch before it to `b`'s queue; once it
-        // answers `b`'s, `b`'s driver has read all of them (the pong follows them on `b`'s stream).
+        // One more batch, to a node that is not there: once it is queued, the last batch for `b` is in
+        // `a`'s write buffer, so `a`'s ping goes out after it. The server handles `a`'s frames in order,
+        // so once it answers the ping it has routed every batch to `b`'s queue; once it answers `b`'s ping,
+        // `b`'s driver has read all of them (the pong follows them on `b`'s stream).
+        a.send(key(3).public(), Datagrams::single(vec![0u8; BATCH]))
+            .await
+            .unwrap();
         a.ping().await.unwrap();
         b.ping().await.unwrap();
 

@@ -10,8 +10,8 @@
 //! ```
 //!
 //! While not connected the task keeps serving the handles: datagrams go to a queue bounded like the send
-//! queue (batches and bytes) that drops its oldest entries when full (the newest packets carry the freshest state, and QUIC retransmits what is lost),
-//! pings fail at once with [`PingError::NotConnected`], the preferred flag is remembered and sent after
+//! queue (batches and bytes) that drops its oldest entries when full (the newest packets carry the freshest
+//! state, and QUIC retransmits what is lost), pings fail at once with [`PingError::NotConnected`], the preferred flag is remembered and sent after
 //! every (re)connect. While connected, one `select!` reads frames, writes (cancel-safe, so a slow write
 //! never stops reading), takes datagrams from the handles only while the write buffer has room (that is
 //! the backpressure `Client::send` waits on), and re-arms the single timer of the [`ConnCore`].
@@ -69,6 +69,8 @@ pub(crate) struct Inbox {
     pending_limit: usize,
     pending_bytes: usize,
     pending_bytes_limit: usize,
+    /// Batches dropped from `pending` during the current disconnection (logged once when it ends).
+    pending_dropped: u64,
     datagrams_open: bool,
     preferred_open: bool,
     close_ack: Option<oneshot::Sender<()>>,
@@ -88,6 +90,7 @@ impl Inbox {
             pending_limit: 0,
             pending_bytes: 0,
             pending_bytes_limit: 0,
+            pending_dropped: 0,
             datagrams_open: true,
             preferred_open: true,
             close_ack: None,
@@ -127,10 +130,21 @@ impl Inbox {
             if let Some((_, old)) = self.pending.pop_front() {
                 self.pending_bytes -= old;
             }
-            debug!("relay send queue full while disconnected, dropped the oldest datagrams");
+            self.pending_dropped += 1;
         }
         self.pending_bytes += bytes;
         self.pending.push_back((frame, bytes));
+    }
+
+    /// Logs, once, how many batches the last disconnection dropped.
+    fn report_dropped(&mut self) {
+        if self.pending_dropped > 0 {
+            debug!(
+                dropped = self.pending_dropped,
+                "relay send queue full while disconnected, dropped the oldest datagram batches"
+            );
+            self.pending_dropped = 0;
+        }
     }
 
     /// The oldest frame kept while disconnected.
@@ -212,6 +226,7 @@ impl Driver {
                 break;
             }
         }
+        self.inbox.report_dropped();
         self.set_state(ConnectionState::Closed);
         if let Some(ack) = self.inbox.close_ack.take() {
             ack.send(()).ok();
@@ -232,6 +247,7 @@ impl Driver {
             writer.push(&Frame::NotePreferred(true));
         }
         let inbox = &mut self.inbox;
+        inbox.report_dropped();
         let result = 'serve: loop {
             // Queued while disconnected: older than anything still in the channel, so they go first.
             while writer.buffered_len() < WRITE_BUFFER_LIMIT {

@@ -32,7 +32,8 @@
 //!   [`ClientBuilder::send_queue_len`] batches in the channel. While connected, [`Client::send`] waits when
 //!   it is full and [`Client::try_send`] fails with [`SendError::QueueFull`]. While disconnected the driver
 //!   keeps draining it into a second queue of the same bounds that drops its **oldest** batch when full, so
-//!   sending never stalls for long and what is sent after a reconnect is the freshest.
+//!   sending never stalls for long and what is sent after a reconnect is the freshest (so a disconnected
+//!   client holds up to twice the send buffer).
 //! - receiving: at most [`ClientBuilder::recv_buffer`] bytes of datagrams and [`ClientBuilder::recv_queue_len`]
 //!   events; if the receiver lags, new datagram batches are dropped (as a UDP socket's receive buffer
 //!   would) rather than stalling pings and keepalives. The byte bound is what caps memory: a batch may be
@@ -249,8 +250,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Datagram bytes the send queue holds (default [`DEFAULT_SEND_BUFFER`], at least 1); the same bound
-    /// applies while disconnected. A batch larger than the whole buffer takes all of it.
+    /// Datagram bytes the send queue holds (default [`DEFAULT_SEND_BUFFER`], at least 1). While
+    /// disconnected the queue kept for the next connection has the same bound, so up to twice this is held.
+    /// A batch larger than the whole buffer takes all of it.
     pub fn send_buffer(mut self, bytes: usize) -> Self {
         self.send_buffer = bytes.clamp(1, Semaphore::MAX_PERMITS);
         self
