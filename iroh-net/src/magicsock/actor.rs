@@ -6,7 +6,7 @@
 //!                   <- relay actors: disco, QUIC from nodes not yet known, connection state
 //!                   <- Endpoint: add a NodeAddr (acked once the first pings are out), remote info
 //!   tasks (JoinSet)  -> relay host resolution, relay pings for net report
-//!   one timer        -> Paths / NetReporter timeouts, activity flags, relay idle sweep, address refresh
+//!   one timer        -> Paths / NetReporter timeouts, activity flags, relay idle sweep, link check
 //!        |
 //!   after every input: drain Paths and NetReporter (seal and send disco, send STUN, publish plans and
 //!   addresses into the socket's Routes, update watchers, log structured events), re-arm the timer
@@ -56,8 +56,8 @@ use crate::{
 const ALIAS_STICKY: Duration = Duration::from_secs(10);
 /// How long after hearing of a node's activity the actor wants to hear of it again.
 const ACTIVITY_INTERVAL: Duration = Duration::from_secs(1);
-/// How often local addresses are re-read when no net report runs (relays disabled).
-const ADDR_REFRESH: Duration = Duration::from_secs(20);
+/// How often the interface addresses are read to notice a network change (one `getifaddrs` call).
+const LINK_CHECK: Duration = Duration::from_secs(1);
 /// The most disco keys cached; past it the cache starts over.
 const MAX_SECRETS: usize = 4096;
 /// The most inbox messages handled before draining the cores.
@@ -189,13 +189,15 @@ pub(crate) struct Actor {
     relays: HashMap<RelayUrl, RelayConn>,
     home: Option<RelayUrl>,
     own_addrs: Vec<SocketAddr>,
+    /// The addresses of our sockets on the local interfaces, as last read.
+    local_addrs: Vec<SocketAddr>,
     tasks: JoinSet<TaskOut>,
     activity_clear: VecDeque<(Instant, NodeId)>,
     relay_idle: Duration,
     /// When the path core wants its timeout handled, as armed last.
     paths_due: Option<Instant>,
     next_sweep: Instant,
-    next_addr_refresh: Instant,
+    next_link_check: Instant,
 }
 
 impl Actor {
@@ -228,12 +230,13 @@ impl Actor {
             relays: HashMap::new(),
             home: None,
             own_addrs: Vec::new(),
+            local_addrs: Vec::new(),
             tasks: JoinSet::new(),
             activity_clear: VecDeque::new(),
             relay_idle: config.relay_idle,
             paths_due: None,
             next_sweep: now,
-            next_addr_refresh: now + ADDR_REFRESH,
+            next_link_check: now + LINK_CHECK,
         };
         actor.next_sweep = now + actor.relay_sweep_interval();
         actor.refresh_own_addrs();
@@ -286,12 +289,12 @@ impl Actor {
             self.reporter.as_ref().and_then(NetReporter::poll_timeout),
             self.activity_clear.front().map(|(at, _)| *at),
             Some(self.next_sweep),
-            Some(self.next_addr_refresh),
+            Some(self.next_link_check),
         ]
         .into_iter()
         .flatten()
         .min()
-        .unwrap_or(now + ADDR_REFRESH);
+        .unwrap_or(now + LINK_CHECK);
         timer.reset(tokio::time::Instant::from_std(deadline));
     }
 
@@ -382,11 +385,9 @@ impl Actor {
             self.next_sweep = now + self.relay_sweep_interval();
             self.sweep_relays(now);
         }
-        if now >= self.next_addr_refresh {
-            self.next_addr_refresh = now + ADDR_REFRESH;
-            if self.reporter.is_none() {
-                self.refresh_own_addrs();
-            }
+        if now >= self.next_link_check {
+            self.next_link_check = now + LINK_CHECK;
+            self.check_links(now);
         }
     }
 

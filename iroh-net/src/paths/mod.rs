@@ -197,6 +197,19 @@ impl Paths {
         }
     }
 
+    /// The network changed (interfaces or addresses came or went): any path may be dead now, and new ones
+    /// may work. Every active node gets a holepunch round at once, trusted path or not: its candidates are
+    /// pinged (a best path that no longer answers becomes suspect within its suspect timeout, and traffic
+    /// falls back to the relay) and it is sent our addresses. Idle nodes are left alone until they are
+    /// active again.
+    pub fn network_changed(&mut self, now: Instant) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for node in ids {
+            self.with_node(node, |state, cx| state.network_changed(now, cx));
+            self.finish(now, node);
+        }
+    }
+
     /// Notes that traffic for `node` is being sent or received, which keeps its session active and starts
     /// holepunching when it has no trusted direct path.
     pub fn note_activity(&mut self, now: Instant, node: NodeId) {

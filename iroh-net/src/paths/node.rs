@@ -306,14 +306,28 @@ impl NodeState {
         }
     }
 
+    /// Starts a holepunch round now if the node is active, even over a trusted path and however recently
+    /// its candidates were pinged: after a network change the trusted path is a guess like any other, and a
+    /// pong to a ping sent before the change proves nothing.
+    pub(super) fn network_changed(&mut self, now: Instant, cx: &mut Ctx<'_>) {
+        if self.is_active(now, cx.config) {
+            self.holepunch_round(now, true, cx);
+        }
+    }
+
     /// Pings every candidate and asks the node, through its relay, to ping ours.
     fn holepunch(&mut self, now: Instant, cx: &mut Ctx<'_>) {
+        self.holepunch_round(now, false, cx);
+    }
+
+    /// [`NodeState::holepunch`]; with `force`, pings even addresses pinged within the minimum interval.
+    fn holepunch_round(&mut self, now: Instant, force: bool, cx: &mut Ctx<'_>) {
         self.prune(now, cx.config);
         self.last_holepunch = Some(now);
         self.last_full_ping = Some(now);
         let addrs: Vec<SocketAddr> = self.paths.keys().copied().collect();
         for addr in addrs {
-            self.ping(now, addr, cx);
+            self.send_ping(now, addr, force, cx);
         }
         if let Some(relay) = &self.relay_url
             && !cx.own_addrs.is_empty()

@@ -427,3 +427,52 @@ mod unit {
         }));
     }
 }
+
+#[test]
+fn a_network_change_finds_a_dead_path_at_once() {
+    let mut sim = Sim::new(SimConfig::default());
+    sim.a_knows_b(true, true);
+    sim.activity(true, true);
+    sim.run_until(Duration::from_secs(5), |s| {
+        matches!(s.a_conn(), ConnectionType::Direct(_))
+    })
+    .expect("direct");
+    // Just after a heartbeat, so that the next one is two seconds away.
+    let pings = sim.pings_sent;
+    sim.run_until(Duration::from_secs(3), |s| s.pings_sent > pings)
+        .expect("a heartbeat");
+    sim.run_for(ms(50));
+    // A's network changes and the old path dies with it.
+    sim.set_udp(false);
+    let pings = sim.pings_sent;
+    sim.a.network_changed(sim.now);
+    let fell_back = sim.run_until(Duration::from_secs(3), |s| s.a_conn_uses_relay());
+    assert!(sim.pings_sent > pings, "the change pings the candidates");
+    // The ping sent at the change goes unanswered for the suspect timeout (400 ms): well before the next
+    // heartbeat would even have been sent.
+    let fell_back = fell_back.expect("falls back to the relay");
+    assert!(fell_back <= ms(450), "took {fell_back:?}");
+    // The new network works: the path comes back with the next holepunch round.
+    sim.set_udp(true);
+    sim.run_until(Duration::from_secs(10), |s| {
+        matches!(s.a_conn(), ConnectionType::Direct(_))
+    })
+    .expect("direct again");
+}
+
+#[test]
+fn a_network_change_leaves_idle_nodes_alone() {
+    let mut sim = Sim::new(SimConfig::default());
+    sim.a_knows_b(true, true);
+    sim.activity(true, true);
+    sim.run_until(Duration::from_secs(5), |s| {
+        matches!(s.a_conn(), ConnectionType::Direct(_))
+    })
+    .expect("direct");
+    sim.activity(false, false);
+    sim.run_for(sim.a.config().session_active_timeout + Duration::from_secs(1));
+    let pings = sim.pings_sent;
+    sim.a.network_changed(sim.now);
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.pings_sent, pings, "no pings for an idle node");
+}

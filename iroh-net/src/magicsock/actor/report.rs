@@ -1,5 +1,8 @@
 //! Driving net report from the actor: resolving the relays' STUN hosts, sending STUN on the socket QUIC
-//! uses, pinging relays, and applying each report: the home relay and our own addresses.
+//! uses, pinging relays, and applying each report: the home relay and our own addresses. Also noticing
+//! network changes: the interface addresses are read every [`LINK_CHECK`](super::LINK_CHECK), and when
+//! they change a net report is requested at once, our addresses are republished, and every active node
+//! is holepunched again (its direct path may be gone, and new ones may work).
 
 use std::{
     collections::BTreeSet,
@@ -7,10 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tracing::{debug, trace};
+use tracing::{debug, info, trace};
 
 use super::{Actor, TaskOut};
-use crate::net_report::{self, NetReportEvent, ProbeTarget, RelayNode};
+use crate::net_report::{self, NetReportEvent, ProbeTarget, RelayNode, ReportReason};
 
 /// How long resolving one relay host may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -86,9 +89,34 @@ impl Actor {
         }
     }
 
-    /// Recomputes our own addresses (local interfaces, and the public ones of the last report) and
-    /// publishes them if they changed.
-    pub(super) fn refresh_own_addrs(&mut self) {
+    /// Reads the interface addresses; if they changed since the last reading, the network changed.
+    pub(super) fn check_links(&mut self, now: Instant) {
+        let local = self.local_addrs();
+        if local == self.local_addrs {
+            return;
+        }
+        let added: Vec<SocketAddr> = local
+            .iter()
+            .filter(|addr| !self.local_addrs.contains(addr))
+            .copied()
+            .collect();
+        let removed: Vec<SocketAddr> = self
+            .local_addrs
+            .iter()
+            .filter(|addr| !local.contains(addr))
+            .copied()
+            .collect();
+        info!(?added, ?removed, "network changed");
+        debug!(target: "iroh::_events::network_changed", ?added, ?removed);
+        if let Some(reporter) = &mut self.reporter {
+            reporter.request_report(now, ReportReason::NetworkChanged);
+        }
+        self.refresh_own_addrs();
+        self.paths.network_changed(now);
+    }
+
+    /// The addresses of our sockets on the local interfaces.
+    fn local_addrs(&self) -> Vec<SocketAddr> {
         let v4 = self.sock.udp.local_v4();
         let v6 = self.sock.udp.local_v6();
         let bound: Vec<SocketAddr> = std::iter::once(v4)
@@ -96,20 +124,26 @@ impl Actor {
             .filter(|addr| !addr.ip().is_unspecified())
             .collect();
         // A socket bound to one address is reachable there only; unspecified ones on every interface.
-        let local = if bound.is_empty() {
-            net_report::local_addrs(Some(v4.port()), v6.map(|a| a.port()))
-        } else {
-            let mut local = bound;
-            if v4.ip().is_unspecified() {
-                local.extend(net_report::local_addrs(Some(v4.port()), None));
-            }
-            if let Some(v6) = v6.filter(|a| a.ip().is_unspecified()) {
-                local.extend(net_report::local_addrs(None, Some(v6.port())));
-            }
-            local
-        };
+        if bound.is_empty() {
+            return net_report::local_addrs(Some(v4.port()), v6.map(|a| a.port()));
+        }
+        let mut local = bound;
+        if v4.ip().is_unspecified() {
+            local.extend(net_report::local_addrs(Some(v4.port()), None));
+        }
+        if let Some(v6) = v6.filter(|a| a.ip().is_unspecified()) {
+            local.extend(net_report::local_addrs(None, Some(v6.port())));
+        }
+        local
+    }
+
+    /// Recomputes our own addresses (local interfaces, and the public ones of the last report) and
+    /// publishes them if they changed.
+    pub(super) fn refresh_own_addrs(&mut self) {
+        let local = self.local_addrs();
         let report = self.reporter.as_ref().and_then(|r| r.last_report());
         let own = net_report::own_addrs(&local, report);
+        self.local_addrs = local;
         if own == self.own_addrs {
             return;
         }
