@@ -12,6 +12,18 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// Two active nodes, A knowing B's relay and address, run until A goes direct.
+fn direct_sim() -> Sim {
+    let mut sim = Sim::new(SimConfig::default());
+    sim.a_knows_b(true, true);
+    sim.activity(true, true);
+    sim.run_until(Duration::from_secs(5), |s| {
+        matches!(s.a_conn(), ConnectionType::Direct(_))
+    })
+    .expect("direct");
+    sim
+}
+
 #[test]
 fn relay_first_then_direct() {
     let mut sim = Sim::new(SimConfig::default());
@@ -44,13 +56,7 @@ fn relay_first_then_direct() {
 
 #[test]
 fn stays_direct_under_heartbeats() {
-    let mut sim = Sim::new(SimConfig::default());
-    sim.a_knows_b(true, true);
-    sim.activity(true, true);
-    sim.run_until(Duration::from_secs(5), |s| {
-        matches!(s.a_conn(), ConnectionType::Direct(_))
-    })
-    .expect("direct");
+    let mut sim = direct_sim();
     // Two minutes of traffic: the path never leaves direct, and heartbeats keep coming.
     let changes_before = sim.a_plan_changes;
     let pings_before = sim.pings_sent;
@@ -95,13 +101,7 @@ fn blocked_udp_stays_on_the_relay() {
 
 #[test]
 fn blackholed_path_falls_back_and_recovers() {
-    let mut sim = Sim::new(SimConfig::default());
-    sim.a_knows_b(true, true);
-    sim.activity(true, true);
-    sim.run_until(Duration::from_secs(5), |s| {
-        matches!(s.a_conn(), ConnectionType::Direct(_))
-    })
-    .expect("direct");
+    let mut sim = direct_sim();
     sim.run_for(Duration::from_secs(3));
 
     sim.set_udp(false);
@@ -430,13 +430,7 @@ mod unit {
 
 #[test]
 fn a_network_change_finds_a_dead_path_at_once() {
-    let mut sim = Sim::new(SimConfig::default());
-    sim.a_knows_b(true, true);
-    sim.activity(true, true);
-    sim.run_until(Duration::from_secs(5), |s| {
-        matches!(s.a_conn(), ConnectionType::Direct(_))
-    })
-    .expect("direct");
+    let mut sim = direct_sim();
     // Just after a heartbeat, so that the next one is two seconds away.
     let pings = sim.pings_sent;
     sim.run_until(Duration::from_secs(3), |s| s.pings_sent > pings)
@@ -462,13 +456,7 @@ fn a_network_change_finds_a_dead_path_at_once() {
 
 #[test]
 fn a_network_change_leaves_idle_nodes_alone() {
-    let mut sim = Sim::new(SimConfig::default());
-    sim.a_knows_b(true, true);
-    sim.activity(true, true);
-    sim.run_until(Duration::from_secs(5), |s| {
-        matches!(s.a_conn(), ConnectionType::Direct(_))
-    })
-    .expect("direct");
+    let mut sim = direct_sim();
     sim.activity(false, false);
     sim.run_for(sim.a.config().session_active_timeout + Duration::from_secs(1));
     let pings = sim.pings_sent;
