@@ -33,7 +33,7 @@
 //! | `iroh::_events::conn_type` | `node`, `conn_type` | the send plan to a node changed: `direct(addr)`, `relay(url)`, `mixed(addr, url)` or `none` |
 //! | `iroh::_events::home_relay` | `url` | our home relay changed |
 //! | `iroh::_events::direct_addrs` | `addrs` | our own direct addresses changed |
-//! | `iroh::_events::network_changed` | `added`, `removed` | the local interface addresses changed (checked every second): a net report and a holepunch round for every active node follow |
+//! | `iroh::_events::network_changed` | `added`, `removed` | the local interface addresses changed (checked every second): a net report, a probe of every relay connection and a holepunch round for every active node follow |
 //! | `iroh::_events::magicsock::alias` | `src`, `alias` | QUIC from a source no disco message had named reached quinn under an alias |
 //! | `iroh::_events::net_report::ready` | `reason`, `global_v4`, `global_v6`, `udp_v4`, `udp_v6`, `mapping_varies_v4`, `preferred_relay` | a net report completed |
 //! | `iroh::_events::net_report::home_relay` | `from`, `to` | net report's preferred relay changed |

@@ -783,6 +783,51 @@ async fn a_silent_server_is_detected_and_pings_time_out() {
 }
 
 #[tokio::test]
+async fn check_connection_finds_a_silent_server_within_the_ping_timeout() {
+    timed(async {
+        let mut mock = Mock::spawn(Behavior {
+            mute: true,
+            ..Default::default()
+        })
+        .await;
+        // A long keepalive interval: without the check, the silence would go unnoticed for a minute.
+        let client = fast_client(mock.url(), key(1))
+            .keepalive_interval(Duration::from_secs(60))
+            .ping_timeout(Duration::from_millis(200))
+            .build();
+        let mut state = client.state();
+        let mut conn = mock.next_conn().await;
+        wait_for(&mut state, ConnectionState::is_connected).await;
+        let started = Instant::now();
+        client.check_connection();
+        let lost = wait_for(&mut state, |s| {
+            matches!(s, ConnectionState::Disconnected { .. })
+        })
+        .await;
+        assert!(
+            matches!(&lost, ConnectionState::Disconnected { last_error }
+                if matches!(**last_error, ConnectionError::Timeout(_))),
+            "{lost:?}"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        let mut probed = false;
+        while let Some(frame) = conn.from_client.recv().await.flatten() {
+            probed |= matches!(frame, Frame::Ping(_));
+        }
+        assert!(probed, "the check sent a ping");
+        // It reconnects.
+        let _conn = mock.next_conn().await;
+        wait_for(&mut state, ConnectionState::is_connected).await;
+        client.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_idle_client_sends_keepalives_and_probes_a_quiet_server() {
     timed(async {
         let mut mock = Mock::spawn(Behavior::default()).await;

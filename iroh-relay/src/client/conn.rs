@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Any frame from the server counts as a sign of life, so a busy connection never sends probes; the probe is a
-//! Ping because the server must answer it, which a KeepAlive does not require. User pings
+//! Ping because the server must answer it, which a KeepAlive does not require. The driver can also ask for a
+//! probe at once ([`ConnCore::probe_now`], after a network change): then the connection is dead if nothing
+//! arrives within the ping timeout, however recently the server last spoke. User pings
 //! ([`ConnCore::send_ping`]) carry random bytes chosen by the driver and are matched to their pongs by them.
 //!
 //! Drain contract, as for every core here: after any `handle_*` or `send_ping` call, drain
@@ -45,8 +47,8 @@ pub(crate) enum CoreEvent<T> {
     },
     /// A user ping got no answer within the ping timeout.
     PingTimeout(T),
-    /// Nothing was received for `interval + ping_timeout`, not even the answer to a probe: the connection
-    /// is dead. The core does nothing more.
+    /// A probe went unanswered for the ping timeout (sent after `interval` of silence, or on request):
+    /// the connection is dead. The core does nothing more.
     Dead {
         /// How long the server has been silent.
         silent_for: Duration,
@@ -67,8 +69,9 @@ pub(crate) struct ConnCore<T> {
     ping_timeout: Duration,
     last_recv: Instant,
     last_send: Instant,
-    /// A liveness probe is out (sent after `interval` of silence), not yet answered by anything.
-    probing: bool,
+    /// When the liveness probe that is out was sent (after `interval` of silence, or on request); cleared by
+    /// anything received.
+    probe_sent: Option<Instant>,
     probes_sent: u64,
     pings: Vec<PendingPing<T>>,
     transmits: VecDeque<Frame>,
@@ -84,7 +87,7 @@ impl<T> ConnCore<T> {
             ping_timeout,
             last_recv: now,
             last_send: now,
-            probing: false,
+            probe_sent: None,
             probes_sent: 0,
             pings: Vec::new(),
             transmits: VecDeque::new(),
@@ -99,7 +102,7 @@ impl<T> ConnCore<T> {
             return;
         }
         self.last_recv = now;
-        self.probing = false;
+        self.probe_sent = None;
         match frame {
             Frame::RecvDatagrams { src, datagrams } => {
                 self.event(ReceivedEvent::Datagrams { src, datagrams });
@@ -167,22 +170,38 @@ impl<T> ConnCore<T> {
             }
         }
         let silent_for = now.saturating_duration_since(self.last_recv);
-        if silent_for >= self.interval + self.ping_timeout {
+        if self
+            .probe_sent
+            .is_some_and(|sent| now >= sent + self.ping_timeout)
+        {
             self.dead = true;
             self.transmits.clear();
             self.events.push_back(CoreEvent::Dead { silent_for });
             return;
         }
-        if silent_for >= self.interval && !self.probing {
-            self.probing = true;
-            self.probes_sent += 1;
+        if silent_for >= self.interval && self.probe_sent.is_none() {
             debug!(?silent_for, "relay silent, probing with a ping");
-            // Probes need no secrecy or matching: any answer counts.
-            self.queue(now, Frame::Ping(self.probes_sent.to_be_bytes()));
+            self.probe(now);
         }
         if now >= self.last_send + self.interval {
             self.queue(now, Frame::KeepAlive);
         }
+    }
+
+    /// Probes the connection now (unless a probe is already out): if nothing at all arrives within the ping
+    /// timeout, the connection is dead. For when it may have died silently, as after a network change.
+    pub(crate) fn probe_now(&mut self, now: Instant) {
+        if !self.dead && self.probe_sent.is_none() {
+            debug!("probing the relay connection on request");
+            self.probe(now);
+        }
+    }
+
+    fn probe(&mut self, now: Instant) {
+        self.probe_sent = Some(now);
+        self.probes_sent += 1;
+        // Probes need no secrecy or matching: any answer counts.
+        self.queue(now, Frame::Ping(self.probes_sent.to_be_bytes()));
     }
 
     /// When [`ConnCore::handle_timeout`] must be called next; `None` once the connection is dead.
@@ -190,10 +209,9 @@ impl<T> ConnCore<T> {
         if self.dead {
             return None;
         }
-        let liveness = if self.probing {
-            self.last_recv + self.interval + self.ping_timeout
-        } else {
-            self.last_recv + self.interval
+        let liveness = match self.probe_sent {
+            Some(sent) => sent + self.ping_timeout,
+            None => self.last_recv + self.interval,
         };
         let pings = self.pings.iter().map(|p| p.sent + self.ping_timeout);
         pings

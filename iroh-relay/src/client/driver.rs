@@ -44,6 +44,8 @@ pub(crate) type PingReply = oneshot::Sender<Result<Duration, PingError>>;
 #[derive(Debug)]
 pub(crate) enum Command {
     Ping(PingReply),
+    /// Probe the connection now (see [`ConnCore::probe_now`]).
+    Probe,
     /// Close; the sender learns when the client is closed.
     Close(oneshot::Sender<()>),
 }
@@ -107,6 +109,8 @@ impl Inbox {
                     Some(Command::Ping(reply)) => {
                         reply.send(Err(PingError::NotConnected)).ok();
                     }
+                    // Not connected: nothing to probe (a connection is being made).
+                    Some(Command::Probe) => {}
                     Some(Command::Close(ack)) => {
                         self.close_ack = Some(ack);
                         return None;
@@ -306,6 +310,7 @@ impl Driver {
                             reply.send(Err(PingError::TooManyInFlight)).ok();
                         }
                     }
+                    Some(Command::Probe) => core.probe_now(now()),
                     Some(Command::Close(ack)) => {
                         inbox.close_ack = Some(ack);
                         break 'serve Ok(());

@@ -362,6 +362,14 @@ impl Client {
         self.sender.note_preferred(preferred);
     }
 
+    /// Checks the connection now rather than after a keepalive interval of silence: a probe ping goes out,
+    /// and if nothing at all comes back within the ping timeout the connection is dropped and made again.
+    /// For when it may have died without a word, as after a network change (its local address gone).
+    /// Does nothing while not connected or when a probe is already out; never waits.
+    pub fn check_connection(&self) {
+        self.sender.check_connection();
+    }
+
     /// A watcher of the connection state.
     pub fn state(&self) -> watch::Receiver<ConnectionState> {
         self.sender.state()
@@ -456,6 +464,12 @@ impl ClientSender {
             .await
             .map_err(|_| PingError::Closed)?;
         answer.await.unwrap_or(Err(PingError::Closed))
+    }
+
+    /// See [`Client::check_connection`].
+    pub fn check_connection(&self) {
+        // A full command queue means commands are being handled; a probe is a hint, dropping it is fine.
+        self.commands.try_send(Command::Probe).ok();
     }
 
     /// See [`Client::note_preferred`].

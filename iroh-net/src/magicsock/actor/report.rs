@@ -1,8 +1,9 @@
 //! Driving net report from the actor: resolving the relays' STUN hosts, sending STUN on the socket QUIC
 //! uses, pinging relays, and applying each report: the home relay and our own addresses. Also noticing
 //! network changes: the interface addresses are read every [`LINK_CHECK`](super::LINK_CHECK), and when
-//! they change a net report is requested at once, our addresses are republished, and every active node
-//! is holepunched again (its direct path may be gone, and new ones may work).
+//! they change a net report is requested at once, our addresses are republished, every relay connection
+//! is checked with a probe (one whose local address went away dies silently), and every active node is
+//! holepunched again (its direct path may be gone, and new ones may work).
 
 use std::{
     collections::BTreeSet,
@@ -110,6 +111,9 @@ impl Actor {
         debug!(target: "iroh::_events::network_changed", ?added, ?removed);
         if let Some(reporter) = &mut self.reporter {
             reporter.request_report(now, ReportReason::NetworkChanged);
+        }
+        for conn in self.relays.values() {
+            conn.slot.sender.check_connection();
         }
         self.refresh_own_addrs();
         self.paths.network_changed(now);

@@ -215,3 +215,48 @@ fn poll_timeout_is_the_earliest_deadline() {
     assert!(events(&mut core).is_empty());
     assert_eq!(core.poll_timeout(), Some(start + SECOND + PING_TIMEOUT));
 }
+
+#[test]
+fn a_probe_on_request_declares_a_silent_connection_dead_after_the_ping_timeout() {
+    let start = Instant::now();
+    let mut core = core(start);
+    // The server spoke a moment ago; the driver asks for a probe anyway (the network changed).
+    core.handle_frame(start + SECOND, Frame::KeepAlive);
+    core.probe_now(start + SECOND * 2);
+    let sent = transmits(&mut core);
+    assert!(matches!(sent[..], [Frame::Ping(_)]), "{sent:?}");
+    // A second request while the probe is out sends nothing more.
+    core.probe_now(start + SECOND * 3);
+    assert!(transmits(&mut core).is_empty());
+    // No answer: dead one ping timeout after the probe, long before an interval of silence.
+    assert_eq!(core.poll_timeout(), Some(start + SECOND * 2 + PING_TIMEOUT));
+    assert_eq!(step(&mut core), start + SECOND * 2 + PING_TIMEOUT);
+    assert!(matches!(
+        events(&mut core)[..],
+        [CoreEvent::Dead { silent_for }] if silent_for == SECOND + PING_TIMEOUT
+    ));
+}
+
+#[test]
+fn any_answer_to_a_requested_probe_keeps_the_connection() {
+    let start = Instant::now();
+    let mut core = core(start);
+    core.probe_now(start);
+    transmits(&mut core);
+    // Datagrams (or anything) arriving count as an answer.
+    core.handle_frame(
+        start + SECOND,
+        Frame::RecvDatagrams {
+            src: SecretKey::from_bytes(&[1; 32]).public(),
+            datagrams: Datagrams::single(&b"x"[..]),
+        },
+    );
+    events(&mut core);
+    // Next deadline: the keepalive an interval after the probe went out (no more liveness deadline).
+    assert_eq!(core.poll_timeout(), Some(start + INTERVAL));
+    core.handle_timeout(start + SECOND + PING_TIMEOUT);
+    assert!(events(&mut core).is_empty(), "not dead");
+    // A later request probes again.
+    core.probe_now(start + SECOND * 5);
+    assert!(matches!(transmits(&mut core)[..], [Frame::Ping(_)]));
+}
