@@ -736,47 +736,69 @@ async fn a_server_closing_after_accept_makes_the_client_reconnect() {
     .await;
 }
 
+/// A client connected to a server that reads everything and never answers.
+async fn client_of_a_mute_server(
+    keepalive: Duration,
+    ping_timeout: Duration,
+) -> (
+    Mock,
+    MockConn,
+    iroh_relay::client::Client,
+    watch::Receiver<ConnectionState>,
+) {
+    let mut mock = Mock::spawn(Behavior {
+        mute: true,
+        ..Default::default()
+    })
+    .await;
+    let client = fast_client(mock.url(), key(1))
+        .keepalive_interval(keepalive)
+        .ping_timeout(ping_timeout)
+        .build();
+    let mut state = client.state();
+    let conn = mock.next_conn().await;
+    wait_for(&mut state, ConnectionState::is_connected).await;
+    (mock, conn, client, state)
+}
+
+/// Waits for the client to give up on the mute server; checks that it probed with a ping first and that it
+/// connects again. Returns how long the server had been silent when the client gave up.
+async fn gives_up_after_a_probe_and_reconnects(
+    mock: &mut Mock,
+    mut conn: MockConn,
+    state: &mut watch::Receiver<ConnectionState>,
+) -> Duration {
+    let lost = wait_for(state, |s| matches!(s, ConnectionState::Disconnected { .. })).await;
+    let ConnectionState::Disconnected { last_error } = lost else {
+        unreachable!()
+    };
+    let ConnectionError::Timeout(silent) = *last_error else {
+        panic!("{last_error:?}");
+    };
+    let mut probed = false;
+    while let Some(frame) = conn.from_client.recv().await.flatten() {
+        probed |= matches!(frame, Frame::Ping(_));
+    }
+    assert!(probed, "no probe ping before giving up");
+    let _conn = mock.next_conn().await;
+    wait_for(state, ConnectionState::is_connected).await;
+    silent
+}
+
 #[tokio::test]
 async fn a_silent_server_is_detected_and_pings_time_out() {
     timed(async {
-        let mut mock = Mock::spawn(Behavior {
-            mute: true,
-            ..Default::default()
-        })
-        .await;
-        let client = fast_client(mock.url(), key(1))
-            .keepalive_interval(Duration::from_millis(300))
-            .ping_timeout(Duration::from_millis(200))
-            .build();
-        let mut state = client.state();
-        let mut conn = mock.next_conn().await;
-        wait_for(&mut state, ConnectionState::is_connected).await;
+        let (mut mock, conn, client, mut state) =
+            client_of_a_mute_server(Duration::from_millis(300), Duration::from_millis(200)).await;
         let started = Instant::now();
         assert_eq!(
             client.ping().await,
             Err(PingError::Timeout(Duration::from_millis(200)))
         );
-        let lost = wait_for(&mut state, |s| {
-            matches!(s, ConnectionState::Disconnected { .. })
-        })
-        .await;
-        let ConnectionState::Disconnected { last_error } = lost else {
-            unreachable!()
-        };
-        assert!(
-            matches!(*last_error, ConnectionError::Timeout(silent) if silent >= Duration::from_millis(500)),
-            "{last_error:?}"
-        );
+        let silent = gives_up_after_a_probe_and_reconnects(&mut mock, conn, &mut state).await;
+        // An interval of silence, then the probe's timeout.
+        assert!(silent >= Duration::from_millis(500), "{silent:?}");
         assert!(started.elapsed() < Duration::from_secs(3));
-        // Before giving up, the client probed the silence with a ping.
-        let mut probed = false;
-        while let Some(frame) = conn.from_client.recv().await.flatten() {
-            probed |= matches!(frame, Frame::Ping(_));
-        }
-        assert!(probed);
-        // And it comes back.
-        let _conn = mock.next_conn().await;
-        wait_for(&mut state, ConnectionState::is_connected).await;
         client.close().await;
     })
     .await;
@@ -785,43 +807,14 @@ async fn a_silent_server_is_detected_and_pings_time_out() {
 #[tokio::test]
 async fn check_connection_finds_a_silent_server_within_the_ping_timeout() {
     timed(async {
-        let mut mock = Mock::spawn(Behavior {
-            mute: true,
-            ..Default::default()
-        })
-        .await;
         // A long keepalive interval: without the check, the silence would go unnoticed for a minute.
-        let client = fast_client(mock.url(), key(1))
-            .keepalive_interval(Duration::from_secs(60))
-            .ping_timeout(Duration::from_millis(200))
-            .build();
-        let mut state = client.state();
-        let mut conn = mock.next_conn().await;
-        wait_for(&mut state, ConnectionState::is_connected).await;
+        let (mut mock, conn, client, mut state) =
+            client_of_a_mute_server(Duration::from_secs(60), Duration::from_millis(200)).await;
         let started = Instant::now();
         client.check_connection();
-        let lost = wait_for(&mut state, |s| {
-            matches!(s, ConnectionState::Disconnected { .. })
-        })
-        .await;
-        assert!(
-            matches!(&lost, ConnectionState::Disconnected { last_error }
-                if matches!(**last_error, ConnectionError::Timeout(_))),
-            "{lost:?}"
-        );
-        let took = started.elapsed();
-        assert!(
-            took >= Duration::from_millis(200) && took < Duration::from_secs(2),
-            "{took:?}"
-        );
-        let mut probed = false;
-        while let Some(frame) = conn.from_client.recv().await.flatten() {
-            probed |= matches!(frame, Frame::Ping(_));
-        }
-        assert!(probed, "the check sent a ping");
-        // It reconnects.
-        let _conn = mock.next_conn().await;
-        wait_for(&mut state, ConnectionState::is_connected).await;
+        let silent = gives_up_after_a_probe_and_reconnects(&mut mock, conn, &mut state).await;
+        assert!(silent >= Duration::from_millis(200), "{silent:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
         client.close().await;
     })
     .await;
