@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask ci`: everything CI checks, in order, with a summary at the end: the system tools the
 //!   tests need (installed with apt-get when running as root), rustfmt, clippy with warnings denied, the
-//!   tests (nextest when installed, plus doc tests), the `demo` example (it must go direct), the NAT matrix
+//!   tests (nextest when installed, plus doc tests), the `demo` example (it must go direct), a smoke run of
+//!   `iroh-bench` (every mode and measure, small sizes, debug build: it must run, not be fast), the NAT matrix
 //!   and fault scenarios of `cargo xtask netsim` with the `transfer` example, rustdoc with warnings denied,
 //!   a build check of the fuzz targets, and the source file length limit.
 //! - `cargo xtask check-tools`: only the first step.
@@ -122,6 +123,24 @@ fn ci() -> ExitCode {
                 "--",
                 "--size-mib",
                 "16",
+            ],
+            &[],
+        )
+    });
+    run_step(&mut results, "bench smoke run", || {
+        // Every measure of the benchmark binary in all three modes, with small sizes: a mode that lands on
+        // the wrong path or a measure that breaks fails here, long before anyone records figures. Debug
+        // build, so the figures themselves mean nothing.
+        cargo(
+            &root,
+            &[
+                "run",
+                "--locked",
+                "-p",
+                "iroh-bench",
+                "--",
+                "all",
+                "--quick",
             ],
             &[],
         )
