@@ -239,6 +239,7 @@ impl Actor {
             next_link_check: now + LINK_CHECK,
         };
         actor.next_sweep = now + actor.relay_sweep_interval();
+        actor.local_addrs = actor.read_local_addrs();
         actor.refresh_own_addrs();
         if let Some(first) = actor.relay_map.as_ref().map(|m| m.nodes()[0].url.clone()) {
             actor.set_home(first);

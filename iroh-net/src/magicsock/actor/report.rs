@@ -92,7 +92,7 @@ impl Actor {
 
     /// Reads the interface addresses; if they changed since the last reading, the network changed.
     pub(super) fn check_links(&mut self, now: Instant) {
-        let local = self.local_addrs();
+        let local = self.read_local_addrs();
         if local == self.local_addrs {
             return;
         }
@@ -107,6 +107,7 @@ impl Actor {
             .filter(|addr| !local.contains(addr))
             .copied()
             .collect();
+        self.local_addrs = local;
         info!(?added, ?removed, "network changed");
         debug!(target: "iroh::_events::network_changed", ?added, ?removed);
         if let Some(reporter) = &mut self.reporter {
@@ -119,8 +120,9 @@ impl Actor {
         self.paths.network_changed(now);
     }
 
-    /// The addresses of our sockets on the local interfaces.
-    fn local_addrs(&self) -> Vec<SocketAddr> {
+    /// The addresses of our sockets on the local interfaces. Only [`Actor::check_links`] (and the actor's
+    /// start) records them: a reading taken elsewhere must not hide a change from it.
+    pub(super) fn read_local_addrs(&self) -> Vec<SocketAddr> {
         let v4 = self.sock.udp.local_v4();
         let v6 = self.sock.udp.local_v6();
         let bound: Vec<SocketAddr> = std::iter::once(v4)
@@ -144,10 +146,9 @@ impl Actor {
     /// Recomputes our own addresses (local interfaces, and the public ones of the last report) and
     /// publishes them if they changed.
     pub(super) fn refresh_own_addrs(&mut self) {
-        let local = self.local_addrs();
+        let local = self.read_local_addrs();
         let report = self.reporter.as_ref().and_then(|r| r.last_report());
         let own = net_report::own_addrs(&local, report);
-        self.local_addrs = local;
         if own == self.own_addrs {
             return;
         }
