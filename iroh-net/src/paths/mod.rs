@@ -197,12 +197,15 @@ impl Paths {
         }
     }
 
-    /// The network changed (interfaces or addresses came or went): any path may be dead now, and new ones
-    /// may work. Every active node gets a holepunch round at once, trusted path or not: its candidates are
-    /// pinged (a best path that no longer answers becomes suspect within its suspect timeout, and traffic
-    /// falls back to the relay) and it is sent our addresses. Idle nodes are left alone until they are
-    /// active again.
-    pub fn network_changed(&mut self, now: Instant) {
+    /// The network changed (interfaces or addresses came or went) and `own_addrs` are our addresses now
+    /// (as [`Paths::set_own_addrs`] takes them, but without its holepunching: this does its own). Any path
+    /// may be dead now, and new ones may work. Every active node gets a holepunch round at once, trusted
+    /// path or not: its candidates are pinged (a best path that no longer answers becomes suspect within
+    /// its suspect timeout, and traffic falls back to the relay) and it is sent our addresses. Pongs to
+    /// pings sent before the change no longer count. Idle nodes are left alone until they are active
+    /// again.
+    pub fn network_changed(&mut self, now: Instant, own_addrs: Vec<SocketAddr>) {
+        self.own_addrs = own_addrs;
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for node in ids {
             self.with_node(node, |state, cx| state.network_changed(now, cx));

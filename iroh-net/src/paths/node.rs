@@ -306,12 +306,17 @@ impl NodeState {
         }
     }
 
-    /// Starts a holepunch round now if the node is active, even over a trusted path and however recently
-    /// its candidates were pinged: after a network change the trusted path is a guess like any other, and a
-    /// pong to a ping sent before the change proves nothing.
+    /// After a network change: pings out before it are forgotten (their pongs prove nothing about the new
+    /// network), and if the node is active a holepunch round starts now, even over a trusted path and
+    /// however recently its candidates were pinged (unless a round went out within the minimum ping
+    /// interval: a flapping interface must not turn into a ping storm).
     pub(super) fn network_changed(&mut self, now: Instant, cx: &mut Ctx<'_>) {
+        self.pings.clear();
         if self.is_active(now, cx.config) {
-            self.holepunch_round(now, true, cx);
+            let force = self
+                .last_full_ping
+                .is_none_or(|at| now >= at + cx.config.min_ping_interval);
+            self.holepunch_round(now, force, cx);
         }
     }
 

@@ -439,7 +439,7 @@ fn a_network_change_finds_a_dead_path_at_once() {
     // A's network changes and the old path dies with it.
     sim.set_udp(false);
     let pings = sim.pings_sent;
-    sim.a.network_changed(sim.now);
+    sim.a.network_changed(sim.now, vec![sim.a_addr()]);
     let fell_back = sim.run_until(Duration::from_secs(3), |s| s.a_conn_uses_relay());
     assert!(sim.pings_sent > pings, "the change pings the candidates");
     // The ping sent at the change goes unanswered for the suspect timeout (400 ms): well before the next
@@ -460,7 +460,28 @@ fn a_network_change_leaves_idle_nodes_alone() {
     sim.activity(false, false);
     sim.run_for(sim.a.config().session_active_timeout + Duration::from_secs(1));
     let pings = sim.pings_sent;
-    sim.a.network_changed(sim.now);
+    sim.a.network_changed(sim.now, vec![sim.a_addr()]);
     sim.run_for(Duration::from_secs(1));
     assert_eq!(sim.pings_sent, pings, "no pings for an idle node");
+}
+
+#[test]
+fn pongs_to_pings_from_before_a_network_change_do_not_count() {
+    let mut sim = direct_sim();
+    let sent = sim.a_pings_sent;
+    sim.run_until(Duration::from_secs(3), |s| s.a_pings_sent > sent)
+        .expect("a heartbeat from A");
+    // The network changes while the heartbeat is out. The old path still carries what is already on it,
+    // so the heartbeat's pong comes back after the change; nothing sent from 12 ms on arrives.
+    sim.run_for(ms(5));
+    let changed_at = sim.now;
+    sim.a.network_changed(sim.now, vec![sim.a_addr()]);
+    sim.run_for(ms(7));
+    sim.set_udp(false);
+    sim.run_until(Duration::from_secs(3), |s| s.a_conn_uses_relay())
+        .expect("falls back to the relay");
+    // The late pong did not make the path trusted again: the fallback comes a suspect timeout after the
+    // change, not after the next heartbeat.
+    let took = sim.now - changed_at;
+    assert!(took <= ms(450), "took {took:?}");
 }

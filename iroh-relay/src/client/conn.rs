@@ -12,8 +12,9 @@
 //!
 //! Any frame from the server counts as a sign of life, so a busy connection never sends probes; the probe is a
 //! Ping because the server must answer it, which a KeepAlive does not require. The driver can also ask for a
-//! probe at once ([`ConnCore::probe_now`], after a network change): then the connection is dead if nothing
-//! arrives within the ping timeout, however recently the server last spoke. User pings
+//! probe at once ([`ConnCore::probe_now`], after a network change): until the server answers that probe,
+//! a ping timeout of silence (rather than an interval) is fatal. Frames that were already on their way
+//! keep a busy connection alive but do not answer the probe: only its pong does. User pings
 //! ([`ConnCore::send_ping`]) carry random bytes chosen by the driver and are matched to their pongs by them.
 //!
 //! Drain contract, as for every core here: after any `handle_*` or `send_ping` call, drain
@@ -47,8 +48,9 @@ pub(crate) enum CoreEvent<T> {
     },
     /// A user ping got no answer within the ping timeout.
     PingTimeout(T),
-    /// A probe went unanswered for the ping timeout (sent after `interval` of silence, or on request):
-    /// the connection is dead. The core does nothing more.
+    /// A probe went unanswered: nothing arrived for the ping timeout after a probe sent after `interval`
+    /// of silence, or, while a requested probe awaits its pong, for the ping timeout. The connection is
+    /// dead; the core does nothing more.
     Dead {
         /// How long the server has been silent.
         silent_for: Duration,
@@ -69,9 +71,11 @@ pub(crate) struct ConnCore<T> {
     ping_timeout: Duration,
     last_recv: Instant,
     last_send: Instant,
-    /// When the liveness probe that is out was sent (after `interval` of silence, or on request); cleared by
-    /// anything received.
+    /// When the liveness probe that is out was sent (after `interval` of silence); cleared by anything
+    /// received.
     probe_sent: Option<Instant>,
+    /// A probe sent on request ([`ConnCore::probe_now`]) and when: cleared only by its pong.
+    check: Option<([u8; PING_LEN], Instant)>,
     probes_sent: u64,
     pings: Vec<PendingPing<T>>,
     transmits: VecDeque<Frame>,
@@ -88,6 +92,7 @@ impl<T> ConnCore<T> {
             last_recv: now,
             last_send: now,
             probe_sent: None,
+            check: None,
             probes_sent: 0,
             pings: Vec::new(),
             transmits: VecDeque::new(),
@@ -111,6 +116,9 @@ impl<T> ConnCore<T> {
             Frame::Status { code, message } => self.event(ReceivedEvent::Status { code, message }),
             Frame::Ping(data) => self.queue(now, Frame::Pong(data)),
             Frame::Pong(data) => {
+                if self.check.is_some_and(|(check, _)| check == data) {
+                    self.check = None;
+                }
                 // Pongs to liveness probes (or to pings that already timed out) match nothing: their
                 // arrival has already counted as a sign of life.
                 if let Some(index) = self.pings.iter().position(|p| p.data == data) {
@@ -173,6 +181,9 @@ impl<T> ConnCore<T> {
         if self
             .probe_sent
             .is_some_and(|sent| now >= sent + self.ping_timeout)
+            || self
+                .check_deadline()
+                .is_some_and(|deadline| now >= deadline)
         {
             self.dead = true;
             self.transmits.clear();
@@ -191,17 +202,30 @@ impl<T> ConnCore<T> {
     /// Probes the connection now (unless a probe is already out): if nothing at all arrives within the ping
     /// timeout, the connection is dead. For when it may have died silently, as after a network change.
     pub(crate) fn probe_now(&mut self, now: Instant) {
-        if !self.dead && self.probe_sent.is_none() {
+        if !self.dead && self.check.is_none() {
             debug!("probing the relay connection on request");
-            self.probe(now);
+            let data = self.next_probe_data();
+            self.check = Some((data, now));
+            self.queue(now, Frame::Ping(data));
         }
     }
 
     fn probe(&mut self, now: Instant) {
         self.probe_sent = Some(now);
+        // Probes need no secrecy: any answer counts (and a requested probe's pong is matched by content).
+        let data = self.next_probe_data();
+        self.queue(now, Frame::Ping(data));
+    }
+
+    fn next_probe_data(&mut self) -> [u8; PING_LEN] {
         self.probes_sent += 1;
-        // Probes need no secrecy or matching: any answer counts.
-        self.queue(now, Frame::Ping(self.probes_sent.to_be_bytes()));
+        self.probes_sent.to_be_bytes()
+    }
+
+    /// While a requested probe awaits its pong: the moment silence becomes fatal.
+    fn check_deadline(&self) -> Option<Instant> {
+        let (_, sent) = self.check?;
+        Some(self.last_recv.max(sent) + self.ping_timeout)
     }
 
     /// When [`ConnCore::handle_timeout`] must be called next; `None` once the connection is dead.
@@ -213,6 +237,9 @@ impl<T> ConnCore<T> {
             Some(sent) => sent + self.ping_timeout,
             None => self.last_recv + self.interval,
         };
+        let liveness = self
+            .check_deadline()
+            .map_or(liveness, |deadline| deadline.min(liveness));
         let pings = self.pings.iter().map(|p| p.sent + self.ping_timeout);
         pings
             .chain([liveness, self.last_send + self.interval])

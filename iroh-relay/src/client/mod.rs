@@ -363,9 +363,10 @@ impl Client {
     }
 
     /// Checks the connection now rather than after a keepalive interval of silence: a probe ping goes out,
-    /// and if nothing at all comes back within the ping timeout the connection is dropped and made again.
-    /// For when it may have died without a word, as after a network change (its local address gone).
-    /// Does nothing while not connected or when a probe is already out; never waits.
+    /// and until its pong comes back, a ping timeout with nothing received drops the connection (which is
+    /// then made again). Frames already on their way keep a busy connection alive meanwhile but do not
+    /// count as the answer. For when it may have died without a word, as after a network change (its
+    /// local address gone). Does nothing while not connected or while such a probe is out; never waits.
     pub fn check_connection(&self) {
         self.sender.check_connection();
     }

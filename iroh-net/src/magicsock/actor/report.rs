@@ -116,8 +116,12 @@ impl Actor {
         for conn in self.relays.values() {
             conn.slot.sender.check_connection();
         }
-        self.refresh_own_addrs();
-        self.paths.network_changed(now);
+        // One holepunch round per active node, with our new addresses (set_own_addrs would start another).
+        let own = self.own_addrs_now();
+        if own != self.own_addrs {
+            self.publish_own_addrs(&own);
+        }
+        self.paths.network_changed(now, own);
     }
 
     /// The addresses of our sockets on the local interfaces. Only [`Actor::check_links`] (and the actor's
@@ -146,18 +150,27 @@ impl Actor {
     /// Recomputes our own addresses (local interfaces, and the public ones of the last report) and
     /// publishes them if they changed.
     pub(super) fn refresh_own_addrs(&mut self) {
-        let local = self.read_local_addrs();
-        let report = self.reporter.as_ref().and_then(|r| r.last_report());
-        let own = net_report::own_addrs(&local, report);
+        let own = self.own_addrs_now();
         if own == self.own_addrs {
             return;
         }
+        self.publish_own_addrs(&own);
+        self.paths.set_own_addrs(Instant::now(), own);
+    }
+
+    /// Our own addresses as of now: the local interfaces', and the public ones of the last report.
+    fn own_addrs_now(&self) -> Vec<SocketAddr> {
+        let local = self.read_local_addrs();
+        let report = self.reporter.as_ref().and_then(|r| r.last_report());
+        net_report::own_addrs(&local, report)
+    }
+
+    fn publish_own_addrs(&mut self, own: &[SocketAddr]) {
         debug!(target: "iroh::_events::direct_addrs", addrs = ?own);
-        self.own_addrs.clone_from(&own);
-        self.paths.set_own_addrs(Instant::now(), own.clone());
+        self.own_addrs = own.to_vec();
         self.watchers
             .direct_addrs
-            .send_replace(own.into_iter().collect::<BTreeSet<_>>());
+            .send_replace(own.iter().copied().collect::<BTreeSet<_>>());
     }
 }
 

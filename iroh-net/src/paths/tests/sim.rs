@@ -69,6 +69,8 @@ pub(super) struct Sim {
     active: (bool, bool),
     next_tick: Instant,
     pub(super) pings_sent: usize,
+    /// Pings sent by A alone.
+    pub(super) a_pings_sent: usize,
     pub(super) a_plan_changes: usize,
     pub(super) trace: Vec<String>,
 }
@@ -98,6 +100,7 @@ impl Sim {
             active: (false, false),
             next_tick: now,
             pings_sent: 0,
+            a_pings_sent: 0,
             a_plan_changes: 0,
             trace: Vec::new(),
         }
@@ -283,6 +286,7 @@ impl Sim {
         let (dst, msg) = match transmit {
             DiscoTransmit::Ping { dst, tx_id, .. } => {
                 self.pings_sent += 1;
+                self.a_pings_sent += usize::from(from_a);
                 (dst, Msg::Ping(tx_id))
             }
             DiscoTransmit::Pong {

@@ -238,25 +238,46 @@ fn a_probe_on_request_declares_a_silent_connection_dead_after_the_ping_timeout()
 }
 
 #[test]
-fn any_answer_to_a_requested_probe_keeps_the_connection() {
+fn a_requested_probe_is_answered_by_its_pong_alone() {
     let start = Instant::now();
     let mut core = core(start);
     core.probe_now(start);
-    transmits(&mut core);
-    // Datagrams (or anything) arriving count as an answer.
-    core.handle_frame(
-        start + SECOND,
-        Frame::RecvDatagrams {
-            src: SecretKey::from_bytes(&[1; 32]).public(),
-            datagrams: Datagrams::single(&b"x"[..]),
-        },
+    let [Frame::Ping(probe)] = transmits(&mut core)[..] else {
+        panic!("expected a probe");
+    };
+    // Frames that were already on their way keep a busy connection alive, but answer nothing: a ping
+    // timeout of silence stays fatal.
+    let datagrams = || Frame::RecvDatagrams {
+        src: SecretKey::from_bytes(&[1; 32]).public(),
+        datagrams: Datagrams::single(&b"x"[..]),
+    };
+    for i in 1..=10 {
+        let now = start + SECOND * i;
+        core.handle_frame(now, datagrams());
+        core.handle_timeout(now);
+    }
+    let dead =
+        |events: Vec<CoreEvent<u32>>| events.iter().any(|e| matches!(e, CoreEvent::Dead { .. }));
+    assert!(!dead(events(&mut core)), "alive while frames arrive");
+    assert_eq!(
+        core.poll_timeout(),
+        Some(start + SECOND * 10 + PING_TIMEOUT)
     );
-    events(&mut core);
-    // Next deadline: the keepalive an interval after the probe went out (no more liveness deadline).
-    assert_eq!(core.poll_timeout(), Some(start + INTERVAL));
-    core.handle_timeout(start + SECOND + PING_TIMEOUT);
-    assert!(events(&mut core).is_empty(), "not dead");
-    // A later request probes again.
-    core.probe_now(start + SECOND * 5);
-    assert!(matches!(transmits(&mut core)[..], [Frame::Ping(_)]));
+    // Its pong arrives: silence is judged by the interval again.
+    transmits(&mut core);
+    core.handle_frame(start + SECOND * 11, Frame::Pong(probe));
+    core.handle_timeout(start + SECOND * 11 + PING_TIMEOUT);
+    assert!(!dead(events(&mut core)), "alive after the pong");
+    // A pong that is not the probe's (a stale one, a user ping's) does not end a check.
+    core.probe_now(start + SECOND * 12);
+    let [Frame::Ping(second)] = transmits(&mut core)[..] else {
+        panic!("expected a second probe");
+    };
+    assert_ne!(second, probe);
+    core.handle_frame(start + SECOND * 13, Frame::Pong(probe));
+    core.handle_timeout(start + SECOND * 13 + PING_TIMEOUT);
+    assert!(
+        dead(events(&mut core)),
+        "the second probe was never answered"
+    );
 }
