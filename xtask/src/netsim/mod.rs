@@ -152,6 +152,42 @@ enum RelayTls {
     Plain,
 }
 
+/// Runs one of the helper programs (`xtask netsim-peer ...`, `xtask netsim-probe ...`): parses its command
+/// line as `C` (exit code 2 and clap's message when that fails), runs `body` on a current-thread runtime,
+/// and maps its outcome to the exit code, printing the error prefixed with `name`.
+pub(crate) fn run_helper<C, F, Fut>(name: &str, args: &[String], body: F) -> ExitCode
+where
+    C: Parser,
+    F: FnOnce(C) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let cli = match C::try_parse_from(std::iter::once(name.to_owned()).chain(args.iter().cloned()))
+    {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: no runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(body(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn parse_pair(text: &str) -> Result<(Kind, Kind), String> {
     let (a, b) = text
         .split_once(':')

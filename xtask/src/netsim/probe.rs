@@ -162,26 +162,7 @@ pub(crate) struct TcpReport {
 
 /// `xtask netsim-probe ...`.
 pub(crate) fn main(args: &[String]) -> ExitCode {
-    let cli = match Cli::try_parse_from(
-        std::iter::once("netsim-probe".to_owned()).chain(args.iter().cloned()),
-    ) {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("netsim-probe: no runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
+    super::run_helper("netsim-probe", args, |cli: Cli| async move {
         match cli.command {
             ProbeCommand::Serve { udp, tcp } => serve(&udp, &tcp).await,
             ProbeCommand::Nat {
@@ -209,14 +190,7 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
                 wait_tcp(to, Duration::from_millis(timeout_ms)).await
             }
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("netsim-probe: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 fn print_json(value: &impl Serialize) -> Result<(), String> {

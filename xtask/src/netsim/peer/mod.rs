@@ -90,26 +90,7 @@ enum PeerCommand {
 
 /// `xtask netsim-peer provide|fetch ...`.
 pub(crate) fn main(args: &[String]) -> ExitCode {
-    let cli = match Cli::try_parse_from(
-        std::iter::once("netsim-peer".to_owned()).chain(args.iter().cloned()),
-    ) {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("netsim-peer: no runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
+    super::run_helper("netsim-peer", args, |cli: Cli| async move {
         match cli.command {
             PeerCommand::Provide {
                 size,
@@ -124,14 +105,7 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
                 json: _,
             } => fetch(&ticket, relay_url, relay_insecure).await,
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("netsim-peer: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 fn print_line(value: &impl serde::Serialize) {
