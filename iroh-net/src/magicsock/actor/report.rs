@@ -107,7 +107,6 @@ impl Actor {
             .filter(|addr| !local.contains(addr))
             .copied()
             .collect();
-        self.local_addrs = local;
         info!(?added, ?removed, "network changed");
         debug!(target: "iroh::_events::network_changed", ?added, ?removed);
         if let Some(reporter) = &mut self.reporter {
@@ -117,7 +116,8 @@ impl Actor {
             conn.slot.sender.check_connection();
         }
         // One holepunch round per active node, with our new addresses (set_own_addrs would start another).
-        let own = self.own_addrs_now();
+        let own = self.own_addrs_from(&local);
+        self.local_addrs = local;
         if own != self.own_addrs {
             self.publish_own_addrs(&own);
         }
@@ -150,7 +150,7 @@ impl Actor {
     /// Recomputes our own addresses (local interfaces, and the public ones of the last report) and
     /// publishes them if they changed.
     pub(super) fn refresh_own_addrs(&mut self) {
-        let own = self.own_addrs_now();
+        let own = self.own_addrs_from(&self.read_local_addrs());
         if own == self.own_addrs {
             return;
         }
@@ -158,11 +158,10 @@ impl Actor {
         self.paths.set_own_addrs(Instant::now(), own);
     }
 
-    /// Our own addresses as of now: the local interfaces', and the public ones of the last report.
-    fn own_addrs_now(&self) -> Vec<SocketAddr> {
-        let local = self.read_local_addrs();
+    /// Our own addresses given the `local` ones: those, and the public ones of the last report.
+    fn own_addrs_from(&self, local: &[SocketAddr]) -> Vec<SocketAddr> {
         let report = self.reporter.as_ref().and_then(|r| r.last_report());
-        net_report::own_addrs(&local, report)
+        net_report::own_addrs(local, report)
     }
 
     fn publish_own_addrs(&mut self, own: &[SocketAddr]) {
