@@ -4,21 +4,32 @@
 //! Run: `cargo run --release --example transfer -- provide --size 100000000 [--relay-url URL]`, then the
 //! fetch command it prints. `--json` prints machine-readable lines instead of a progress bar (the NAT tests in
 //! `cargo xtask netsim` drive it that way); `--relay-only` filters all direct paths, `--direct-only` disables
-//! the relay.
+//! the relay. `fetch --duration-secs S` stops after S seconds instead of at the end (a goodput measurement;
+//! every byte received is still checked, against the content the provider generates). `--congestion
+//! cubic|new-reno|bbr` picks the congestion controller (on either side; the sender's is what counts).
 //!
 //! JSON lines: the provider first prints `{"ticket": "node..."}`; the fetcher prints
 //! `{"event": "path", "path": "direct"|"relay", "elapsed_ms": N}` whenever the path changes, and at the end
-//! `{"bytes", "duration_ms", "throughput_mbps", "final_path", "time_to_direct_ms", "hash_ok"}`.
+//! `{"bytes", "duration_ms", "throughput_mbps", "final_path", "time_to_direct_ms", "hash_ok"}` plus what
+//! QUIC saw: `rtt_ms` (smoothed, at the end), `lost_packets` and `congestion_events` (of the provider's
+//! data, as the fetcher's acknowledgements let it count them: the fetcher's own counts are of its
+//! acknowledgements), `path_changes`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::{
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use iroh::{ConnectionType, Endpoint, NodeId, NodeTicket, RelayMode, RelayUrl};
+use iroh::{
+    CongestionControl, ConnectionType, Endpoint, NodeId, NodeTicket, RelayMode, RelayUrl,
+    default_transport_config,
+};
 use serde_json::json;
 
 /// The transfer protocol: the fetcher opens a stream; the provider sends the size (u64, big endian), the
@@ -47,6 +58,9 @@ enum Role {
         /// The provider's ticket.
         #[arg(long)]
         ticket: NodeTicket,
+        /// Stop after this many seconds rather than at the end of the data.
+        #[arg(long)]
+        duration_secs: Option<f64>,
         #[command(flatten)]
         opts: Opts,
     },
@@ -69,6 +83,9 @@ struct Opts {
     /// Print JSON lines for scripts instead of a progress bar.
     #[arg(long)]
     json: bool,
+    /// The congestion controller: cubic, new-reno or bbr (default: the Endpoint's).
+    #[arg(long)]
+    congestion: Option<CongestionControl>,
 }
 
 impl Opts {
@@ -77,8 +94,13 @@ impl Opts {
             (Some(url), false) => RelayMode::custom([url.clone()])?,
             _ => RelayMode::Disabled,
         };
+        let mut transport = default_transport_config();
+        if let Some(cc) = self.congestion {
+            transport.congestion_controller_factory(cc.factory());
+        }
         let endpoint = Endpoint::builder()
             .alpns(alpns)
+            .transport_config(transport)
             .relay_mode(relay_mode)
             .insecure_skip_relay_cert_verify(self.relay_insecure)
             .bind()
@@ -100,7 +122,11 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Args::parse().role {
         Role::Provide { size, opts } => provide(size, opts).await,
-        Role::Fetch { ticket, opts } => fetch(ticket, opts).await,
+        Role::Fetch {
+            ticket,
+            duration_secs,
+            opts,
+        } => fetch(ticket, duration_secs.map(Duration::from_secs_f64), opts).await,
     }
 }
 
@@ -130,25 +156,27 @@ async fn provide(size: u64, opts: Opts) -> anyhow::Result<()> {
                 };
                 while let Ok((mut send, _recv)) = connection.accept_bi().await {
                     let mut hasher = blake3::Hasher::new();
-                    let result: anyhow::Result<()> = async {
+                    let result: Result<(), iroh::quinn::WriteError> = async {
                         send.write_all(&size.to_be_bytes()).await?;
                         let mut chunk = vec![0u8; 256 * 1024];
-                        let mut seed = 0x7a5f_u64;
+                        let mut content = Content::default();
                         let mut left = size;
                         while left > 0 {
-                            let n = usize::try_from(left.min(chunk.len() as u64))?;
-                            fill_pseudo_random(&mut chunk[..n], &mut seed);
+                            let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                            content.fill(&mut chunk[..n]);
                             hasher.update(&chunk[..n]);
                             send.write_all(&chunk[..n]).await?;
                             left -= n as u64;
                         }
                         send.write_all(hasher.finalize().as_bytes()).await?;
-                        send.finish()?;
+                        let _ = send.finish();
                         Ok(())
                     }
                     .await;
-                    if let Err(err) = result {
-                        eprintln!("serving a fetch failed: {err}");
+                    match result {
+                        // A fetcher that had enough (`--duration-secs`) stops the stream.
+                        Ok(()) | Err(iroh::quinn::WriteError::Stopped(_)) => {}
+                        Err(err) => eprintln!("serving a fetch failed: {err}"),
                     }
                 }
             });
@@ -162,17 +190,22 @@ async fn provide(size: u64, opts: Opts) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn fetch(ticket: NodeTicket, opts: Opts) -> anyhow::Result<()> {
+async fn fetch(
+    ticket: NodeTicket,
+    duration: Option<Duration>,
+    opts: Opts,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     let endpoint = opts.endpoint(Vec::new()).await?;
     let provider = ticket.node_id();
     let first_direct = Arc::new(OnceLock::new());
+    let path_changes = Arc::new(AtomicU32::new(0));
     let watcher = tokio::spawn(watch_path(
         endpoint.clone(),
         provider,
         start,
         opts.json,
-        Arc::clone(&first_direct),
+        (Arc::clone(&first_direct), Arc::clone(&path_changes)),
     ));
 
     let connection = endpoint.connect(ticket.node_addr().clone(), ALPN).await?;
@@ -195,24 +228,44 @@ async fn fetch(ticket: NodeTicket, opts: Opts) -> anyhow::Result<()> {
         bar
     });
     let mut hasher = blake3::Hasher::new();
+    let mut content = Content::default();
+    let mut expected = vec![0u8; 256 * 1024];
     let mut buf = vec![0u8; 256 * 1024];
     let mut received = 0u64;
+    let mut content_ok = true;
+    let stop_at = duration.map(|d| tokio::time::Instant::from_std(start + d));
     while received < size {
         let want = usize::try_from((size - received).min(buf.len() as u64))?;
-        let Some(n) = recv.read(&mut buf[..want]).await? else {
+        let read = recv.read(&mut buf[..want]);
+        let n = match stop_at {
+            Some(at) => match tokio::time::timeout_at(at, read).await {
+                Ok(read) => read?,
+                Err(_) => break,
+            },
+            None => read.await?,
+        };
+        let Some(n) = n else {
             anyhow::bail!("the provider stopped after {received} of {size} bytes");
         };
         hasher.update(&buf[..n]);
+        content.fill(&mut expected[..n]);
+        content_ok &= buf[..n] == expected[..n];
         received += n as u64;
         if let Some(bar) = &progress {
             bar.set_position(received);
             bar.set_message(path_word(&endpoint.conn_type(provider).borrow()).to_owned());
         }
     }
-    let mut expected = [0u8; 32];
-    recv.read_exact(&mut expected).await?;
+    let hash_ok = if received == size {
+        let mut hash = [0u8; 32];
+        recv.read_exact(&mut hash).await?;
+        content_ok && hasher.finalize().as_bytes() == &hash
+    } else {
+        // Stopped early: every byte received was checked against the content.
+        recv.stop(0u32.into()).ok();
+        content_ok
+    };
     let duration = start.elapsed();
-    let hash_ok = hasher.finalize().as_bytes() == &expected;
     if let Some(bar) = progress {
         bar.finish();
     }
@@ -225,6 +278,7 @@ async fn fetch(ticket: NodeTicket, opts: Opts) -> anyhow::Result<()> {
         .or_else(|| (final_path == "direct").then(|| start.elapsed()));
     let duration_ms = duration.as_secs_f64() * 1000.0;
     let throughput_mbps = received as f64 * 8.0 / duration_ms / 1000.0;
+    let stats = connection.stats();
     if opts.json {
         println!(
             "{}",
@@ -235,6 +289,10 @@ async fn fetch(ticket: NodeTicket, opts: Opts) -> anyhow::Result<()> {
                 "final_path": final_path,
                 "time_to_direct_ms": time_to_direct.map(|d| d.as_secs_f64() * 1000.0),
                 "hash_ok": hash_ok,
+                "rtt_ms": connection.rtt().as_secs_f64() * 1000.0,
+                "lost_packets": stats.path.lost_packets,
+                "congestion_events": stats.path.congestion_events,
+                "path_changes": path_changes.load(Ordering::Relaxed),
             })
         );
     } else {
@@ -258,7 +316,7 @@ async fn watch_path(
     provider: NodeId,
     start: Instant,
     json: bool,
-    first_direct: Arc<OnceLock<Duration>>,
+    (first_direct, changes): (Arc<OnceLock<Duration>>, Arc<AtomicU32>),
 ) {
     let mut conn_type = endpoint.conn_type(provider);
     let mut last = "";
@@ -267,6 +325,9 @@ async fn watch_path(
         if word != last && !matches!(*conn_type.borrow(), ConnectionType::None) {
             if word == "direct" {
                 let _ = first_direct.set(start.elapsed());
+            }
+            if !last.is_empty() {
+                changes.fetch_add(1, Ordering::Relaxed);
             }
             if json {
                 println!(
@@ -298,12 +359,49 @@ async fn shutdown_signal() {
     }
 }
 
-/// Fills `buf` with cheap pseudo-random bytes (xorshift).
-fn fill_pseudo_random(buf: &mut [u8], state: &mut u64) {
-    for word in buf.chunks_mut(8) {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        word.copy_from_slice(&state.to_le_bytes()[..word.len()]);
+/// The bytes the provider serves: a cheap pseudo-random stream (xorshift64), the same for every fetch, so
+/// that the fetcher can check each byte as it arrives, whatever sizes the reads come in.
+struct Content {
+    state: u64,
+    /// The current 8-byte word, and how much of it is used.
+    word: [u8; 8],
+    used: usize,
+}
+
+impl Default for Content {
+    fn default() -> Self {
+        Self {
+            state: 0x7a5f,
+            word: [0; 8],
+            used: 8,
+        }
+    }
+}
+
+impl Content {
+    /// Fills `buf` with the next `buf.len()` bytes of the stream.
+    fn fill(&mut self, buf: &mut [u8]) {
+        // What is left of the current word, then whole words, then the start of the next one.
+        let head = (8 - self.used).min(buf.len());
+        let (first, rest) = buf.split_at_mut(head);
+        first.copy_from_slice(&self.word[self.used..self.used + head]);
+        self.used += head;
+        let mut words = rest.chunks_exact_mut(8);
+        for word in &mut words {
+            word.copy_from_slice(&self.next_word());
+        }
+        let tail = words.into_remainder();
+        if !tail.is_empty() {
+            self.word = self.next_word();
+            tail.copy_from_slice(&self.word[..tail.len()]);
+            self.used = tail.len();
+        }
+    }
+
+    fn next_word(&mut self) -> [u8; 8] {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state.to_le_bytes()
     }
 }

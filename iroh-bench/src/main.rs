@@ -43,6 +43,7 @@
 
 mod connect;
 mod memory;
+mod quic_peer;
 mod relay;
 mod relay_proc;
 mod report;
@@ -133,7 +134,7 @@ enum ShapeKind {
     Clients,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Subcommand)]
 enum Measure {
     /// Every measure below.
     All,
@@ -145,6 +146,9 @@ enum Measure {
     Relay,
     /// RSS of an idle endpoint against an idle raw quinn endpoint.
     Memory,
+    /// Raw quinn between two hosts (the baseline of `cargo xtask netsim`'s loss ladder).
+    #[command(subcommand)]
+    QuicPeer(quic_peer::Role),
     /// (Internal) run the relay server until stdin closes.
     #[command(hide = true)]
     ServeRelay {
@@ -186,7 +190,7 @@ struct Plan {
 
 impl Plan {
     fn new(cli: &Cli) -> Self {
-        let measure = cli.command.unwrap_or(Measure::All);
+        let measure = cli.command.clone().unwrap_or(Measure::All);
         let all = measure == Measure::All;
         let quick = cli.quick;
         let mut modes = if cli.mode.is_empty() {
@@ -292,9 +296,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let outcome = match cli.command {
-        Some(Measure::ServeRelay { threads }) => relay_proc::serve(threads),
-        Some(Measure::IdleRss { kind, idle_ms }) => memory::child(kind, idle_ms),
+    let outcome = match &cli.command {
+        Some(Measure::ServeRelay { threads }) => relay_proc::serve(*threads),
+        Some(Measure::IdleRss { kind, idle_ms }) => memory::child(*kind, *idle_ms),
+        Some(Measure::QuicPeer(role)) => quic_peer::main(role),
         _ => run(&cli),
     };
     match outcome {

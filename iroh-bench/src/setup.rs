@@ -99,6 +99,14 @@ fn loopback() -> SocketAddrV4 {
 
 /// A raw quinn endpoint on 127.0.0.1 with the magic socket's buffer sizes and endpoint config.
 pub(crate) fn raw_endpoint(server: Option<quinn::ServerConfig>) -> Result<quinn::Endpoint> {
+    raw_endpoint_on(SocketAddr::V4(loopback()), server)
+}
+
+/// [`raw_endpoint`] bound to `bind` (IPv4).
+pub(crate) fn raw_endpoint_on(
+    bind: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> Result<quinn::Endpoint> {
     let socket = socket2::Socket::new(
         socket2::Domain::IPV4,
         socket2::Type::DGRAM,
@@ -106,7 +114,7 @@ pub(crate) fn raw_endpoint(server: Option<quinn::ServerConfig>) -> Result<quinn:
     )?;
     socket.set_recv_buffer_size(SOCKET_BUFFER).ok();
     socket.set_send_buffer_size(SOCKET_BUFFER).ok();
-    socket.bind(&SocketAddr::V4(loopback()).into())?;
+    socket.bind(&bind.into())?;
     let mut config = EndpointConfig::default();
     // As the Endpoint does (disco and STUN need the fixed bit).
     config.grease_quic_bit(false);

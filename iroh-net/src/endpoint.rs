@@ -88,6 +88,7 @@ pub const DEFAULT_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 /// - a stream receive window of [`DEFAULT_STREAM_RECEIVE_WINDOW`]: quinn's 1.25 MB caps one stream at
 ///   the window per round trip, which a relayed path (TCP and TLS twice, a few ms under load) or a long
 ///   one (1.25 MB per 100 ms is 100 Mbit/s) hits well before the link's rate;
+/// - the congestion controller [`CongestionControl::DEFAULT`](crate::congestion::CongestionControl::DEFAULT);
 /// - a connection receive window and send window of [`DEFAULT_CONNECTION_WINDOW`]: what one peer can make
 ///   this end buffer for a connection is bounded (quinn's default leaves the connection window unbounded,
 ///   so 200 unread streams could hold 250 MB), and a stream can fill its window.
@@ -99,7 +100,8 @@ pub fn default_transport_config() -> TransportConfig {
         .keep_alive_interval(Some(DEFAULT_KEEP_ALIVE))
         .stream_receive_window(DEFAULT_STREAM_RECEIVE_WINDOW.into())
         .receive_window(DEFAULT_CONNECTION_WINDOW.into())
-        .send_window(DEFAULT_CONNECTION_WINDOW.into());
+        .send_window(DEFAULT_CONNECTION_WINDOW.into())
+        .congestion_controller_factory(crate::congestion::CongestionControl::DEFAULT.factory());
     config
 }
 

@@ -48,6 +48,9 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(iroh_docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "quic")]
+#[cfg_attr(iroh_docsrs, doc(cfg(feature = "quic")))]
+pub mod congestion;
 pub mod disco;
 #[cfg(feature = "quic")]
 #[cfg_attr(iroh_docsrs, doc(cfg(feature = "quic")))]

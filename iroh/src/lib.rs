@@ -63,6 +63,7 @@ pub use iroh_base::{
 };
 pub use iroh_net::{
     self,
+    congestion::CongestionControl,
     endpoint::{
         AcceptError, BindError, Builder as EndpointBuilder, ConnectError, Connection, Endpoint,
         Incoming, RelayMode, RemoteInfo, default_transport_config,

@@ -112,6 +112,26 @@ pub(crate) struct FetchResult {
     pub(crate) time_to_direct_ms: Option<f64>,
     /// Whether the content was right.
     pub(crate) hash_ok: bool,
+    /// What QUIC saw, from fetchers that report it (the transfer example and the raw quinn peer do).
+    #[serde(flatten)]
+    pub(crate) quic: QuicFigures,
+}
+
+/// Optional figures of a fetcher's QUIC connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct QuicFigures {
+    /// The smoothed round trip at the end, milliseconds.
+    #[serde(default)]
+    pub(crate) rtt_ms: Option<f64>,
+    /// Packets the fetcher's side counted lost.
+    #[serde(default)]
+    pub(crate) lost_packets: Option<u64>,
+    /// Congestion events on the fetcher's side.
+    #[serde(default)]
+    pub(crate) congestion_events: Option<u64>,
+    /// How often the path changed between direct and relay after the first.
+    #[serde(default)]
+    pub(crate) path_changes: Option<u32>,
 }
 
 impl FetchResult {
@@ -137,6 +157,7 @@ impl FetchResult {
             final_path,
             time_to_direct_ms: time_to_direct.map(millis),
             hash_ok,
+            quic: QuicFigures::default(),
         }
     }
 }

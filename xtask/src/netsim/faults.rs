@@ -236,8 +236,8 @@ impl Scenario {
         options: &FaultOptions,
     ) -> Result<Option<FetchResult>, String> {
         let topo = Self::topology(run, options, LinkParams::delay_ms(options.delay_ms))?;
-        topo.limit_rate(0, options.rate_mbit)?;
-        topo.limit_rate(1, options.rate_mbit)?;
+        topo.limit_rate(0, options.rate_mbit, 100)?;
+        topo.limit_rate(1, options.rate_mbit, 100)?;
         let (mut transfer, has_events) = self.start_direct(&topo, options, "fault-direct-drop")?;
         thread::sleep(Duration::from_secs(1));
         let provider_ip = topo.site(0)?.public_ip;
@@ -298,8 +298,8 @@ impl Scenario {
         options: &FaultOptions,
     ) -> Result<Option<FetchResult>, String> {
         let mut topo = Self::topology(run, options, LinkParams::delay_ms(options.delay_ms))?;
-        topo.limit_rate(0, options.rate_mbit)?;
-        topo.limit_rate(1, options.rate_mbit)?;
+        topo.limit_rate(0, options.rate_mbit, 100)?;
+        topo.limit_rate(1, options.rate_mbit, 100)?;
         let (transfer, has_events) = self.start_direct(&topo, options, "fault-relay-restart")?;
         thread::sleep(Duration::from_secs(1));
         topo.kill_relay();

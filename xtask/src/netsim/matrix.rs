@@ -322,6 +322,7 @@ mod tests {
             final_path: path,
             time_to_direct_ms: direct_ms,
             hash_ok,
+            quic: crate::netsim::contract::QuicFigures::default(),
         }
     }
 

@@ -39,6 +39,7 @@
 
 mod contract;
 mod faults;
+mod ladder;
 mod matrix;
 mod measure;
 mod nat;
@@ -62,6 +63,7 @@ use serde::Serialize;
 use self::{
     contract::PeerCmd,
     faults::{FaultOptions, FaultReport},
+    ladder::{LadderMode, LadderOptions, Rung, RungReport},
     matrix::{MatrixOptions, PairReport},
     selftest::SelfTestReport,
     sys::Run,
@@ -132,6 +134,32 @@ struct Args {
     /// Bytes of the lossy transfer.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     lossy_size: u64,
+    /// The loss ladder: `short` (5 rungs, what CI runs), `full` (10 rungs), or `none`.
+    #[arg(long, value_enum, default_value_t = LadderKind::Short)]
+    ladder: LadderKind,
+    /// Explicit rungs instead of --ladder's, e.g. "40ms:0,40ms:2%,100ms:bursty".
+    #[arg(long, value_delimiter = ',', value_parser = Rung::parse)]
+    rungs: Vec<Rung>,
+    /// Modes per rung (default all): direct, relay, raw.
+    #[arg(long, value_delimiter = ',')]
+    ladder_modes: Vec<LadderMode>,
+    /// Congestion controllers to repeat the ladder with, passed as `--congestion NAME` to both peers and the
+    /// raw quinn baseline (default: the peers' own).
+    #[arg(long, value_delimiter = ',')]
+    ladder_cc: Vec<String>,
+    /// Seconds each mode runs on a rung.
+    #[arg(long, default_value_t = 8.0)]
+    ladder_secs: f64,
+    /// Rate of the ladder's bottleneck link, Mbit/s.
+    #[arg(long, default_value_t = 50)]
+    ladder_rate_mbit: u32,
+    /// Queue of the ladder's bottleneck link, milliseconds at its rate.
+    #[arg(long, default_value_t = 100)]
+    ladder_queue_ms: u32,
+    /// The iroh-bench binary, for the ladder's raw quinn baseline (default: built with `cargo build -p
+    /// iroh-bench`).
+    #[arg(long)]
+    quic_peer: Option<PathBuf>,
     /// The iroh-relay binary (default: built with `cargo build -p iroh-relay`).
     #[arg(long)]
     relay_bin: Option<PathBuf>,
@@ -144,6 +172,13 @@ struct Args {
     /// Keep the run directory (logs, configs) even when everything passed.
     #[arg(long)]
     keep_logs: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LadderKind {
+    Short,
+    Full,
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -206,6 +241,7 @@ struct Report {
     self_test: Option<SelfTestReport>,
     matrix: Vec<PairReport>,
     faults: Vec<FaultReport>,
+    ladder: Vec<RungReport>,
     failures: Vec<String>,
     passed: bool,
     secs: f64,
@@ -252,7 +288,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let run = Run::start()?;
     // A private copy, so a rebuild during the run cannot swap or remove the relay between restarts.
     let relay_bin = run.dir().join("iroh-relay");
-    let built = relay_binary(args.relay_bin.as_deref())?;
+    let built = built_binary("iroh-relay", args.relay_bin.as_deref())?;
     std::fs::copy(&built, &relay_bin).map_err(|e| {
         format!(
             "cannot copy {} to {}: {e}",
@@ -271,6 +307,7 @@ fn run(args: &Args) -> Result<bool, String> {
         self_test: None,
         matrix: Vec::new(),
         faults: Vec::new(),
+        ladder: Vec::new(),
         failures: Vec::new(),
         passed: false,
         secs: 0.0,
@@ -360,6 +397,74 @@ fn run(args: &Args) -> Result<bool, String> {
         );
     }
 
+    let rungs = if !args.rungs.is_empty() {
+        args.rungs.clone()
+    } else {
+        match args.ladder {
+            LadderKind::Short => Rung::short(),
+            LadderKind::Full => Rung::full(),
+            LadderKind::None => Vec::new(),
+        }
+    };
+    if go_on && !rungs.is_empty() && peer.is_stand_in() {
+        println!(
+            "\nloss ladder not run: it needs a peer program with --duration-secs, --relay-only and --congestion \
+             (--peer-cmd target/debug/examples/transfer); the stand-in has none of them"
+        );
+    } else if go_on && !rungs.is_empty() {
+        let modes = if args.ladder_modes.is_empty() {
+            vec![LadderMode::Direct, LadderMode::Relay, LadderMode::Raw]
+        } else {
+            args.ladder_modes.clone()
+        };
+        let quic_peer = if modes.contains(&LadderMode::Raw) {
+            built_binary("iroh-bench", args.quic_peer.as_deref())?
+        } else {
+            PathBuf::new()
+        };
+        let options = LadderOptions {
+            rungs,
+            modes,
+            congestion: if args.ladder_cc.is_empty() {
+                vec![None]
+            } else {
+                args.ladder_cc.iter().cloned().map(Some).collect()
+            },
+            secs: args.ladder_secs,
+            rate_mbit: args.ladder_rate_mbit,
+            queue_ms: args.ladder_queue_ms,
+            peer: peer.clone(),
+            quic_peer,
+            relay_bin: relay_bin.clone(),
+            relay_tls,
+            seed: args.seed,
+        };
+        println!(
+            "\nloss ladder: {} rungs x {} controller(s), {} s per mode, peer program: {}",
+            options.rungs.len(),
+            options.congestion.len(),
+            options.secs,
+            peer.display()
+        );
+        report.ladder = ladder::run(&run, &options);
+        println!("\n{}", ladder::markdown(&report.ladder, &options));
+        report.failures.extend(
+            report
+                .ladder
+                .iter()
+                .filter(|r| !r.passed())
+                .map(|r| {
+                    format!(
+                        "ladder {} ms / {} ({}): {}",
+                        r.rung.rtt_ms,
+                        r.rung.loss,
+                        r.congestion.as_deref().unwrap_or("default cc"),
+                        r.reasons.join("; ")
+                    )
+                }),
+        );
+    }
+
     report.passed = report.failures.is_empty();
     report.secs = started.elapsed().as_secs_f64();
     if let Some(path) = &args.json_out {
@@ -372,7 +477,8 @@ fn run(args: &Args) -> Result<bool, String> {
         .as_ref()
         .map_or(0, |s| s.nat.len() + s.machinery.len() + 1)
         + report.matrix.len()
-        + report.faults.len();
+        + report.faults.len()
+        + report.ladder.len();
     if !report.passed {
         println!("\nfailures:");
         for failure in &report.failures {
@@ -415,40 +521,34 @@ fn pairs(args: &Args) -> Vec<(Kind, Kind)> {
     pairs
 }
 
-/// The relay binary: the one given, or `cargo build -p iroh-relay`'s.
-fn relay_binary(explicit: Option<&Path>) -> Result<PathBuf, String> {
+/// The binary of workspace package `package` (named as the package): the one given, or `cargo build -p
+/// PACKAGE`'s.
+fn built_binary(package: &str, explicit: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(path) = explicit {
         return if path.is_file() {
             std::path::absolute(path).map_err(|e| e.to_string())
         } else {
-            Err(format!("--relay-bin {}: no such file", path.display()))
+            Err(format!("{}: no such file", path.display()))
         };
     }
     let root = crate::workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    println!("building the relay: cargo build -p iroh-relay --bin iroh-relay");
+    println!("building {package}: cargo build -p {package} --bin {package}");
     let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "iroh-relay",
-            "--bin",
-            "iroh-relay",
-        ])
+        .args(["build", "--quiet", "-p", package, "--bin", package])
         .current_dir(&root)
         .status()
-        .map_err(|e| format!("cannot run {cargo} to build the relay (or pass --relay-bin): {e}"))?;
+        .map_err(|e| format!("cannot run {cargo} to build {package} (or pass its path): {e}"))?;
     if !status.success() {
-        return Err(format!("building iroh-relay failed ({status})"));
+        return Err(format!("building {package} failed ({status})"));
     }
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let path = target.join("debug").join("iroh-relay");
+    let path = target.join("debug").join(package);
     if path.is_file() {
         Ok(path)
     } else {
-        Err(format!("built iroh-relay but found no {}", path.display()))
+        Err(format!("built {package} but found no {}", path.display()))
     }
 }
 

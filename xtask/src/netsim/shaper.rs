@@ -12,7 +12,8 @@
 //!
 //! Per direction there are two threads and a bounded FIFO between them, however many frames pass: the reader
 //! takes a frame, notes its arrival time, drops it with the configured probability (a splitmix64 stream
-//! seeded per link and direction, so a run is repeatable), stamps it due at arrival + delay (+ uniform jitter,
+//! seeded per link and direction, so a run is repeatable; either independent random loss or bursts from a
+//! Gilbert-Elliott chain, see [`Burst`]), stamps it due at arrival + delay (+ uniform jitter,
 //! clamped so frames never overtake each other) and queues it; the writer sleeps until the head frame is due
 //! and writes it. With frames in FIFO order the queue needs no heap, and the only latency added beyond the
 //! configured one is a thread wake-up (the self-test measures it). A full queue (8192 frames) drops the new
@@ -24,7 +25,9 @@
 //!
 //! ```text
 //! attach LINK TAP_A TAP_B                          create both TAPs and start shaping
-//! set LINK ab|ba|both DELAY_US JITTER_US LOSS_PPM  change the shaping of a direction (a = first TAP)
+//! set LINK ab|ba|both DELAY_US JITTER_US LOSS_PPM [ENTER_PPM LEAVE_PPM BAD_LOSS_PPM]
+//!                                                  change the shaping of a direction (a = first TAP); the
+//!                                                  optional three make the loss bursty (Gilbert-Elliott)
 //! stats LINK                                       "stats IN DROPPED OVERFLOW OUT" for ab, then for ba
 //! ```
 
@@ -58,8 +61,44 @@ pub(crate) struct LinkParams {
     pub(crate) delay_us: u64,
     /// Extra uniform random delay of up to this many microseconds (frames keep their order).
     pub(crate) jitter_us: u64,
-    /// Probability of dropping a frame, in parts per million.
+    /// Probability of dropping a frame, in parts per million (in the good state, with `burst`).
     pub(crate) loss_ppm: u32,
+    /// Bursty loss: a two-state Gilbert-Elliott chain on top of `loss_ppm`.
+    pub(crate) burst: Option<Burst>,
+}
+
+/// A Gilbert-Elliott loss model: a Markov chain of a good and a bad state, stepped once per frame. In the good
+/// state frames are lost with [`LinkParams::loss_ppm`], in the bad state with `bad_loss_ppm`; each frame the
+/// chain enters the bad state with probability `enter_ppm` and leaves it with `leave_ppm`. So the chain is bad
+/// for a share `enter / (enter + leave)` of frames, in runs of `1 / leave` frames on average: losses come in
+/// bursts, as on Wi-Fi or a mobile link, rather than independently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) struct Burst {
+    /// Per frame, the probability of going from good to bad, in parts per million.
+    pub(crate) enter_ppm: u32,
+    /// Per frame, the probability of going from bad to good, in parts per million.
+    pub(crate) leave_ppm: u32,
+    /// Loss probability in the bad state, in parts per million.
+    pub(crate) bad_loss_ppm: u32,
+}
+
+impl Burst {
+    /// The long-run share of frames lost, with `good_loss` (ppm) in the good state, as a fraction.
+    pub(crate) fn mean_loss(&self, good_loss_ppm: u32) -> f64 {
+        let enter = f64::from(self.enter_ppm);
+        let leave = f64::from(self.leave_ppm);
+        if enter + leave == 0.0 {
+            return f64::from(good_loss_ppm) / 1e6;
+        }
+        let bad_share = enter / (enter + leave);
+        (bad_share * f64::from(self.bad_loss_ppm) + (1.0 - bad_share) * f64::from(good_loss_ppm))
+            / 1e6
+    }
+
+    /// The mean number of frames the chain stays bad once it went bad.
+    pub(crate) fn mean_burst_frames(&self) -> f64 {
+        1e6 / f64::from(self.leave_ppm.max(1))
+    }
 }
 
 impl LinkParams {
@@ -79,6 +118,12 @@ impl LinkParams {
         {
             self.loss_ppm = ppm as u32;
         }
+        self
+    }
+
+    /// The same with bursty loss from `burst` (and `loss_ppm` in its good state).
+    pub(crate) fn with_burst(mut self, burst: Burst) -> Self {
+        self.burst = Some(burst);
         self
     }
 }
@@ -123,6 +168,10 @@ struct Direction {
     delay_us: AtomicU64,
     jitter_us: AtomicU64,
     loss_ppm: AtomicU32,
+    /// The Gilbert-Elliott parameters; `enter_ppm` 0 turns the chain off (always good).
+    enter_ppm: AtomicU32,
+    leave_ppm: AtomicU32,
+    bad_loss_ppm: AtomicU32,
     frames_in: AtomicU64,
     dropped: AtomicU64,
     overflow: AtomicU64,
@@ -135,6 +184,9 @@ impl Direction {
             delay_us: AtomicU64::new(0),
             jitter_us: AtomicU64::new(0),
             loss_ppm: AtomicU32::new(0),
+            enter_ppm: AtomicU32::new(0),
+            leave_ppm: AtomicU32::new(0),
+            bad_loss_ppm: AtomicU32::new(0),
             frames_in: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             overflow: AtomicU64::new(0),
@@ -146,6 +198,38 @@ impl Direction {
         self.delay_us.store(params.delay_us, Ordering::Relaxed);
         self.jitter_us.store(params.jitter_us, Ordering::Relaxed);
         self.loss_ppm.store(params.loss_ppm, Ordering::Relaxed);
+        let burst = params.burst.unwrap_or(Burst {
+            enter_ppm: 0,
+            leave_ppm: 0,
+            bad_loss_ppm: 0,
+        });
+        self.enter_ppm.store(burst.enter_ppm, Ordering::Relaxed);
+        self.leave_ppm.store(burst.leave_ppm, Ordering::Relaxed);
+        self.bad_loss_ppm
+            .store(burst.bad_loss_ppm, Ordering::Relaxed);
+    }
+
+    /// Whether the next frame is lost, stepping the Gilbert-Elliott chain (`bad`) first.
+    fn lose(&self, rng: &mut u64, bad: &mut bool) -> bool {
+        let enter = self.enter_ppm.load(Ordering::Relaxed);
+        if enter == 0 {
+            *bad = false;
+        } else {
+            let flip = if *bad {
+                self.leave_ppm.load(Ordering::Relaxed)
+            } else {
+                enter
+            };
+            if chance(rng, flip) {
+                *bad = !*bad;
+            }
+        }
+        let loss = if *bad {
+            self.bad_loss_ppm.load(Ordering::Relaxed)
+        } else {
+            self.loss_ppm.load(Ordering::Relaxed)
+        };
+        chance(rng, loss)
     }
 
     fn stats(&self) -> String {
@@ -157,6 +241,11 @@ impl Direction {
             self.frames_out.load(Ordering::Relaxed)
         )
     }
+}
+
+/// True with probability `ppm` parts per million; draws nothing for 0.
+fn chance(rng: &mut u64, ppm: u32) -> bool {
+    ppm > 0 && splitmix64(rng) % 1_000_000 < u64::from(ppm)
 }
 
 struct Link {
@@ -212,18 +301,32 @@ fn command(line: &str, links: &mut HashMap<String, Link>, seed: u64) -> Result<S
             links.insert((*name).to_owned(), link);
             Ok("ok".to_owned())
         }
-        ["set", name, dir, delay, jitter, loss] => {
-            let link = links.get(*name).ok_or_else(|| format!("no link {name}"))?;
+        ["set", name, dir, delay, jitter, loss, burst @ ..] => {
+            let ppm = |what: &str, word: &str| -> Result<u32, String> {
+                let value: u32 = word.parse().map_err(|e| format!("{what} {word}: {e}"))?;
+                if value > 1_000_000 {
+                    return Err(format!("{what} {word} ppm is over 1000000"));
+                }
+                Ok(value)
+            };
+            let burst = match burst {
+                [] => None,
+                [enter, leave, bad] => Some(Burst {
+                    enter_ppm: ppm("enter", enter)?,
+                    leave_ppm: ppm("leave", leave)?,
+                    bad_loss_ppm: ppm("bad loss", bad)?,
+                }),
+                _ => return Err(format!("set takes 5 or 8 arguments: {line}")),
+            };
             let params = LinkParams {
                 delay_us: delay.parse().map_err(|e| format!("delay {delay}: {e}"))?,
                 jitter_us: jitter
                     .parse()
                     .map_err(|e| format!("jitter {jitter}: {e}"))?,
-                loss_ppm: loss.parse().map_err(|e| format!("loss {loss}: {e}"))?,
+                loss_ppm: ppm("loss", loss)?,
+                burst,
             };
-            if params.loss_ppm > 1_000_000 {
-                return Err(format!("loss {loss} ppm is over 1000000"));
-            }
+            let link = links.get(*name).ok_or_else(|| format!("no link {name}"))?;
             match *dir {
                 "ab" => link.ab.set(params),
                 "ba" => link.ba.set(params),
@@ -295,6 +398,7 @@ fn start_direction(
 
 fn read_loop(from: &SyncDevice, queue: &mpsc::SyncSender<Frame>, dir: &Direction, seed: u64) {
     let mut rng = seed;
+    let mut bad = false;
     let mut buf = vec![0u8; FRAME_BUF];
     let mut last_due = Instant::now();
     loop {
@@ -308,8 +412,7 @@ fn read_loop(from: &SyncDevice, queue: &mpsc::SyncSender<Frame>, dir: &Direction
         };
         let arrived = Instant::now();
         dir.frames_in.fetch_add(1, Ordering::Relaxed);
-        let loss = dir.loss_ppm.load(Ordering::Relaxed);
-        if loss > 0 && splitmix64(&mut rng) % 1_000_000 < u64::from(loss) {
+        if dir.lose(&mut rng, &mut bad) {
             dir.dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         }
@@ -410,8 +513,11 @@ impl Shaper {
 
     /// Sets the delay, jitter and loss of direction(s) `dir` of link `name`.
     pub(crate) fn set(&mut self, name: &str, dir: Dir, params: LinkParams) -> Result<(), String> {
+        let burst = params.burst.map_or_else(String::new, |b| {
+            format!(" {} {} {}", b.enter_ppm, b.leave_ppm, b.bad_loss_ppm)
+        });
         self.request(&format!(
-            "set {name} {} {} {} {}",
+            "set {name} {} {} {} {}{burst}",
             dir.word(),
             params.delay_us,
             params.jitter_us,
@@ -453,6 +559,53 @@ mod tests {
         assert!(command("set x ab 1 0 0", &mut links, 1).is_err());
         assert!(command("stats x", &mut links, 1).is_err());
         assert!(command("frobnicate", &mut links, 1).is_err());
+    }
+
+    #[test]
+    fn gilbert_elliott_loses_in_bursts_at_the_configured_rate() {
+        let dir = Direction::new();
+        let burst = Burst {
+            enter_ppm: 10_000,
+            leave_ppm: 250_000,
+            bad_loss_ppm: 500_000,
+        };
+        dir.set(LinkParams::default().with_burst(burst));
+        let (mut rng, mut bad) = (7u64, false);
+        let frames = 400_000;
+        let losses: Vec<bool> = (0..frames).map(|_| dir.lose(&mut rng, &mut bad)).collect();
+        let lost = losses.iter().filter(|l| **l).count();
+        #[allow(clippy::cast_precision_loss)]
+        let rate = lost as f64 / f64::from(frames);
+        let expected = burst.mean_loss(0);
+        assert!((rate - expected).abs() < expected * 0.1, "{rate} vs {expected}");
+        // Bursty: a loss is followed by another far more often than the mean rate would make it.
+        let pairs = losses.windows(2).filter(|w| w[0] && w[1]).count();
+        #[allow(clippy::cast_precision_loss)]
+        let after_loss = pairs as f64 / lost as f64;
+        assert!(after_loss > 5.0 * rate, "{after_loss} vs {rate}");
+        assert!((burst.mean_burst_frames() - 4.0).abs() < 1e-9);
+        // Independent loss alone: no burst structure.
+        dir.set(LinkParams::default().with_loss_percent(2.0));
+        let losses: Vec<bool> = (0..frames).map(|_| dir.lose(&mut rng, &mut bad)).collect();
+        let lost = losses.iter().filter(|l| **l).count();
+        let pairs = losses.windows(2).filter(|w| w[0] && w[1]).count();
+        #[allow(clippy::cast_precision_loss)]
+        let after_loss = pairs as f64 / lost as f64;
+        assert!(after_loss < 0.05, "{after_loss}");
+    }
+
+    #[test]
+    fn set_parses_burst_parameters() {
+        let mut links = HashMap::new();
+        let error = |line: &str, links: &mut HashMap<String, Link>| {
+            command(line, links, 1).expect_err("no such link")
+        };
+        assert!(error("set x ab 1 0 0 1 2", &mut links).contains("5 or 8 arguments"));
+        assert!(error("set x ab 1 0 0 1 2 2000000", &mut links).contains("over 1000000"));
+        assert!(error("set x ab 1 0 2000000", &mut links).contains("over 1000000"));
+        // Well formed: only the missing link is wrong.
+        assert!(error("set x ab 1 0 0 1 2 3", &mut links).contains("no link x"));
+        assert!(error("set x ab 1 0 0", &mut links).contains("no link x"));
     }
 
     #[test]

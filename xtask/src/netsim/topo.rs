@@ -528,8 +528,9 @@ impl<'r> Topology<'r> {
         self.shaper.as_mut().ok_or("no shaper")?.stats(&link)
     }
 
-    /// Limits site `i`'s access link to `mbit` Mbit/s in both directions (kernel `tbf` on both ends).
-    pub(crate) fn limit_rate(&self, i: usize, mbit: u32) -> Result<(), String> {
+    /// Limits site `i`'s access link to `mbit` Mbit/s in both directions (kernel `tbf` on both ends), with a
+    /// queue of `queue_ms` milliseconds at that rate in front of it (`tbf`'s `latency`: a router's buffer).
+    pub(crate) fn limit_rate(&self, i: usize, mbit: u32, queue_ms: u32) -> Result<(), String> {
         let site = self.site(i)?;
         for (ns, dev) in [
             (&site.edge_ns, &site.access_ifs.0),
@@ -550,7 +551,7 @@ impl<'r> Topology<'r> {
                     "burst",
                     "64kb",
                     "latency",
-                    "100ms",
+                    &format!("{queue_ms}ms"),
                 ],
             )?;
         }
