@@ -17,6 +17,7 @@
 
 mod relays;
 mod report;
+mod traffic;
 
 use std::{
     collections::{BTreeSet, HashMap, VecDeque},
@@ -40,7 +41,7 @@ use self::relays::RelayConn;
 use super::{
     batch::quinn_ecn,
     metrics::inc,
-    routes::{AddrOwner, NodeRoute},
+    routes::{AddrEntry, AddrOwner, NodeRoute},
     socket::{Delivered, MagicSock},
 };
 use crate::{
@@ -83,6 +84,9 @@ pub(crate) enum ActorMsg {
     },
     /// The socket sent to this node.
     Activity(NodeId),
+    /// The socket sends to this node over a trusted direct path from which nothing has come back for the
+    /// path's silence timeout.
+    Silent(NodeId),
     /// A relay client connected or lost its connection.
     RelayState { url: RelayUrl, connected: bool },
     /// Learn a node's addresses and start reaching it; the answer is its mapped address, or `None` if no
@@ -198,7 +202,11 @@ pub(crate) struct Actor {
     paths_due: Option<Instant>,
     next_sweep: Instant,
     next_link_check: Instant,
+    /// Reused buffers of [`traffic`]: (node, address, received at), (node, sent at).
+    traffic_scratch: TrafficScratch,
 }
+
+type TrafficScratch = (Vec<(NodeId, SocketAddr, Instant)>, Vec<(NodeId, Instant)>);
 
 impl Actor {
     /// Sets the actor up: our own addresses are known and the home relay is connecting when this returns.
@@ -237,6 +245,7 @@ impl Actor {
             paths_due: None,
             next_sweep: now,
             next_link_check: now + LINK_CHECK,
+            traffic_scratch: (Vec::new(), Vec::new()),
         };
         actor.next_sweep = now + actor.relay_sweep_interval();
         actor.local_addrs = actor.read_local_addrs();
@@ -329,6 +338,7 @@ impl Actor {
                     self.ensure_relay(&url);
                 }
             }
+            ActorMsg::Silent(node) => self.sync_node_traffic(now, node),
             ActorMsg::RelayState { url, connected } => {
                 debug!(%url, connected, "relay connection state");
                 let Some(conn) = self.relays.get_mut(&url) else {
@@ -364,6 +374,8 @@ impl Actor {
         let now = Instant::now();
         if self.paths_due.is_some_and(|at| at <= now) {
             self.paths_due = None;
+            // What the socket saw since (QUIC received, sent) decides whether a path is silent.
+            self.sync_traffic(now);
             self.paths.handle_timeout(now);
         }
         if let Some(reporter) = &mut self.reporter
@@ -461,16 +473,15 @@ impl Actor {
         }
         self.sock.mapped.get_or_insert(node);
         let relay_known = self.paths.relay_url(&node).is_some();
+        let silence_after = self.paths.silence_after(Instant::now(), &node);
         let mut routes = self.sock.routes_mut();
-        match routes.nodes.get_mut(&node) {
-            Some(route) => {
-                route.plan = plan;
-                route.relay_known = relay_known;
-            }
-            None => {
-                routes.nodes.insert(node, NodeRoute::new(plan, relay_known));
-            }
-        }
+        let route = routes
+            .nodes
+            .entry(node)
+            .or_insert_with(|| NodeRoute::new(plan.clone(), relay_known));
+        route.plan = plan;
+        route.relay_known = relay_known;
+        route.silence_after = silence_after;
     }
 
     fn publish_plan(&mut self, node: NodeId, plan: crate::paths::SendPlan) {
@@ -577,7 +588,7 @@ impl Actor {
             self.sock.deliver(packet);
             return;
         }
-        let existing = self.sock.routes().by_addr.get(&src).copied();
+        let existing = self.sock.routes().owner(&src);
         let alias = match existing {
             Some(AddrOwner::Alias { alias, .. }) => Some(alias),
             Some(AddrOwner::Node(node)) => Some(self.sock.mapped.get_or_insert(node)),
@@ -589,11 +600,11 @@ impl Actor {
                 );
                 self.sock.routes_mut().by_addr.insert(
                     src,
-                    AddrOwner::Alias {
+                    AddrEntry::new(AddrOwner::Alias {
                         alias: *alias,
                         node: None,
                         sticky_until: now + ALIAS_STICKY,
-                    },
+                    }),
                 );
             }),
         };

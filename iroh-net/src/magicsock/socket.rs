@@ -40,7 +40,7 @@ use super::{
     demux::PacketKind,
     mapped::MappedAddrs,
     metrics::{Metrics, add, inc},
-    routes::{AddrOwner, Routes},
+    routes::{AddrOwner, Epoch, NodeRoute, Routes},
     udp::UdpSockets,
 };
 use crate::paths::SendAddr;
@@ -70,6 +70,8 @@ pub(crate) struct MagicSock {
     pub(crate) mapped: MappedAddrs,
     pub(crate) aliases: AliasAddrs,
     pub(crate) routes: RwLock<Routes>,
+    /// The origin of the traffic stamps in `routes`.
+    pub(crate) epoch: Epoch,
     pub(crate) metrics: Metrics,
     pub(crate) actor_tx: mpsc::Sender<ActorMsg>,
     pub(crate) deliver_tx: mpsc::Sender<Delivered>,
@@ -99,6 +101,7 @@ impl MagicSock {
             mapped: MappedAddrs::new(),
             aliases: AliasAddrs::new(),
             routes: RwLock::new(Routes::default()),
+            epoch: Epoch::new(),
             metrics: Metrics::default(),
             actor_tx,
             deliver_tx,
@@ -187,6 +190,9 @@ impl MagicSock {
                 .relay
                 .as_ref()
                 .and_then(|url| routes.relays.get(url).cloned());
+            if let Some(addr) = route.plan.udp {
+                self.stamp_sent(node, addr, route, &routes);
+            }
             (route.plan.udp, relay, route.plan.relay.is_some())
         };
         if let Some(slot) = &relay {
@@ -213,6 +219,27 @@ impl MagicSock {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Notes a direct send to `node` over `addr`; if the path's trusted but nothing came back from `addr`
+    /// for its silence timeout, tells the actor (once, until it clears the flag).
+    fn stamp_sent(&self, node: NodeId, addr: SocketAddr, route: &NodeRoute, routes: &Routes) {
+        let now = self.epoch.nanos(Instant::now());
+        route.last_sent.set(now);
+        let Some(silence) = route.silence_after else {
+            return;
+        };
+        let received = routes
+            .by_addr
+            .get(&addr)
+            .map_or(0, |entry| entry.last_recv.nanos());
+        let quiet = u128::from(now.saturating_sub(received)) > silence.as_nanos();
+        if quiet
+            && !route.silent.swap(true, Ordering::Relaxed)
+            && self.actor_tx.try_send(ActorMsg::Silent(node)).is_err()
+        {
+            route.silent.store(false, Ordering::Relaxed);
         }
     }
 
@@ -259,7 +286,19 @@ impl MagicSock {
                 inc(&self.metrics.recv_filtered);
                 continue;
             }
-            let owner = self.routes().by_addr.get(&src).copied();
+            let owner = {
+                let routes = self.routes();
+                routes.by_addr.get(&src).map(|entry| {
+                    if matches!(
+                        entry.owner,
+                        AddrOwner::Node(_) | AddrOwner::Alias { node: Some(_), .. }
+                    ) {
+                        let at = *now.get_or_insert_with(Instant::now);
+                        entry.last_recv.set(self.epoch.nanos(at));
+                    }
+                    entry.owner
+                })
+            };
             let mapped = match owner {
                 Some(AddrOwner::Node(node)) => self.mapped.get_or_insert(node),
                 Some(AddrOwner::Alias {

@@ -60,6 +60,12 @@ pub struct PathConfig {
     pub min_suspect_timeout: Duration,
     /// After trust ends, how long direct sending continues alongside the relay.
     pub stale_grace: Duration,
+    /// While we send over a trusted path, this long without receiving anything on it (at least; see
+    /// [`PathConfig::silence_after`]) starts probing it.
+    pub min_silence: Duration,
+    /// The least time between two probes of a path whose last ping is unanswered (see
+    /// [`PathConfig::probe_interval`]).
+    pub min_probe_interval: Duration,
     /// A node with no traffic for this long is idle: no heartbeats, no holepunching.
     pub session_active_timeout: Duration,
     /// Candidates nobody mentioned and that did not answer for this long are forgotten.
@@ -79,6 +85,8 @@ impl Default for PathConfig {
             min_ping_interval: Duration::from_millis(500),
             min_suspect_timeout: Duration::from_millis(400),
             stale_grace: Duration::from_secs(15),
+            min_silence: Duration::from_millis(200),
+            min_probe_interval: Duration::from_millis(100),
             session_active_timeout: Duration::from_secs(45),
             candidate_ttl: Duration::from_secs(600),
             max_paths: 32,
@@ -91,6 +99,20 @@ impl PathConfig {
     /// three round trips, at least [`PathConfig::min_suspect_timeout`].
     pub fn suspect_after(&self, latency: Duration) -> Duration {
         (latency * 3).max(self.min_suspect_timeout)
+    }
+
+    /// How long a trusted path with this round trip may stay silent (nothing received on it) while we send
+    /// on it before it is probed: two round trips (an acknowledgement takes one, plus the peer's ack
+    /// delay), at least [`PathConfig::min_silence`].
+    pub fn silence_after(&self, latency: Duration) -> Duration {
+        (latency * 2).max(self.min_silence)
+    }
+
+    /// How often an unanswered trusted path is pinged again until it answers or turns suspect: a little
+    /// more than a round trip, at least [`PathConfig::min_probe_interval`]. Several probes fit in the
+    /// suspect timeout, so one lost ping or pong does not make a working path suspect.
+    pub fn probe_interval(&self, latency: Duration) -> Duration {
+        (latency + latency / 4).max(self.min_probe_interval)
     }
 
     /// Whether a path with `latency` should replace the current best path with `current` latency.
@@ -220,6 +242,30 @@ impl Paths {
         self.finish(now, node);
     }
 
+    /// Authenticated traffic (QUIC the socket delivered, not only disco) arrived from `node` over `addr` at
+    /// `at`: the path is alive then. A trusted path stays trusted while traffic arrives, whatever happens to
+    /// single pings and pongs; a path that never answered a ping is not made trusted by this.
+    pub fn note_received(&mut self, now: Instant, node: NodeId, addr: SocketAddr, at: Instant) {
+        let Some(state) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        if state.note_received(addr, at) {
+            self.finish(now, node);
+        }
+    }
+
+    /// We sent QUIC to `node` over its direct path, last at `at`. If nothing has come back over that path
+    /// for [`PathConfig::silence_after`] since, it is probed at once (a path that died shows no other way
+    /// while we keep sending): several pings, one per [`PathConfig::probe_interval`], and if none is
+    /// answered (and no traffic arrives) within the suspect timeout the relay takes over.
+    pub fn note_sent(&mut self, now: Instant, node: NodeId, at: Instant) {
+        if !self.nodes.contains_key(&node) {
+            return;
+        }
+        self.with_node(node, |state, cx| state.note_sent(now, at, cx));
+        self.finish(now, node);
+    }
+
     /// The node a UDP source address belongs to, noting the traffic as activity.
     pub fn handle_udp_recv(&mut self, now: Instant, from: SocketAddr) -> Option<NodeId> {
         let node = *self.by_addr.get(&from)?;
@@ -310,6 +356,12 @@ impl Paths {
     /// The next event.
     pub fn poll_event(&mut self) -> Option<PathEvent> {
         self.events.pop_front()
+    }
+
+    /// How long `node`'s trusted direct path may stay silent while we send on it, if it has one (the
+    /// driver's socket checks this on its transmits: see [`Paths::note_sent`]).
+    pub fn silence_after(&self, now: Instant, node: &NodeId) -> Option<Duration> {
+        self.nodes.get(node)?.silence_after(now, &self.config)
     }
 
     /// Where packets to `node` go at `now`.

@@ -14,9 +14,16 @@
 //!                                                  plan falls back to mixed/relay
 //! ```
 //!
-//! A path is *trusted* while its last pong is younger than the trust duration and no ping sent to it after
-//! that pong has gone unanswered for longer than the suspect timeout. Only a trusted path carries traffic
-//! alone; otherwise the relay carries it too.
+//! A path is *trusted* once a pong came back on it, for the trust duration after its last sign of life (a
+//! pong, or authenticated traffic arriving on it), unless a ping sent after that sign of life has gone
+//! unanswered for longer than the suspect timeout. Only a trusted path carries traffic alone; otherwise
+//! the relay carries it too.
+//!
+//! Liveness comes from traffic first: while QUIC arrives on a path, lost pings and pongs do not matter.
+//! An unanswered ping on a trusted path is followed by more (every probe interval) until one is answered,
+//! traffic arrives, or the suspect timeout passes. While we send on a trusted path and nothing comes back
+//! for the silence timeout, the path is probed at once: a dead path falls back to the relay within the
+//! silence and suspect timeouts (well under a second), not at the next heartbeat.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -55,6 +62,8 @@ pub(super) struct PathState {
     last_pong: Option<(Instant, Duration)>,
     /// When the node last pinged us from this address.
     last_ping_received: Option<Instant>,
+    /// When authenticated traffic (QUIC, as the driver reports it) last arrived on this path.
+    last_recv: Option<Instant>,
     /// A ping sent after the last pong (or ever, without one) expired unanswered. Such a path gets no
     /// traffic alongside the relay on the strength of a ping in flight: a path that keeps failing (a
     /// symmetric NAT, blocked UDP) must not double every packet at each holepunch round.
@@ -66,10 +75,16 @@ impl PathState {
         self.last_pong.map(|(_, latency)| latency)
     }
 
+    /// The last sign of life: a pong, or traffic once a pong has been seen.
+    fn alive_at(&self) -> Option<Instant> {
+        let (pong_at, _) = self.last_pong?;
+        Some(self.last_recv.map_or(pong_at, |recv| recv.max(pong_at)))
+    }
+
     /// When the path stops being trusted, if it is trusted at `now`.
     fn trusted_until(&self, now: Instant, config: &PathConfig) -> Option<Instant> {
-        let (pong_at, latency) = self.last_pong?;
-        let mut until = pong_at + config.trust_duration;
+        let (_, latency) = self.last_pong?;
+        let mut until = self.alive_at()? + config.trust_duration;
         if let Some(sent) = self.unanswered_since {
             until = until.min(sent + config.suspect_after(latency));
         }
@@ -100,6 +115,8 @@ pub(super) struct NodeState {
     last_activity: Option<Instant>,
     last_holepunch: Option<Instant>,
     last_full_ping: Option<Instant>,
+    /// When we last sent QUIC to the node over its direct path, as the driver reports it.
+    last_sent: Option<Instant>,
     /// The plan last reported, to report changes only.
     plan: SendPlan,
 }
@@ -115,6 +132,7 @@ impl NodeState {
             last_activity: None,
             last_holepunch: None,
             last_full_ping: None,
+            last_sent: None,
             plan: SendPlan::default(),
         }
     }
@@ -149,6 +167,60 @@ impl NodeState {
 
     pub(super) fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.paths.keys().copied()
+    }
+
+    /// Traffic arrived over `addr` at `at`. Returns whether anything changed.
+    pub(super) fn note_received(&mut self, addr: SocketAddr, at: Instant) -> bool {
+        let Some(path) = self.paths.get_mut(&addr) else {
+            return false;
+        };
+        if path.last_pong.is_none() || path.last_recv.is_some_and(|r| r >= at) {
+            return false;
+        }
+        path.last_recv = Some(at);
+        // Alive after the ping went out: that ping's pong no longer matters. A ping sent later still counts
+        // (with its own send time unknown here, the last one stands in, which is later: more lenient).
+        if path.unanswered_since.is_some_and(|since| since <= at) {
+            path.unanswered_since = path.last_ping_sent.filter(|sent| *sent > at);
+        }
+        true
+    }
+
+    /// We sent over the direct path at `at`; probes the best path if it has gone silent.
+    pub(super) fn note_sent(&mut self, now: Instant, at: Instant, cx: &mut Ctx<'_>) {
+        if self.last_sent.is_none_or(|sent| sent < at) {
+            self.last_sent = Some(at);
+        }
+        self.check_silence(now, cx);
+    }
+
+    /// How long the trusted best path may stay silent while we send on it.
+    pub(super) fn silence_after(&self, now: Instant, config: &PathConfig) -> Option<Duration> {
+        let best = self.trusted_best(now, config)?;
+        let latency = self.paths.get(&best)?.latency()?;
+        Some(config.silence_after(latency))
+    }
+
+    /// The instant from which the trusted best path counts as silent: when it was last alive, plus the
+    /// silence timeout, if we sent on it after it was last alive (and it is not being probed already).
+    fn silent_from(&self, now: Instant, config: &PathConfig) -> Option<(SocketAddr, Instant)> {
+        let best = self.trusted_best(now, config)?;
+        let path = self.paths.get(&best)?;
+        let alive = path.alive_at()?;
+        let latency = path.latency()?;
+        if path.unanswered_since.is_some() || self.last_sent.is_none_or(|sent| sent <= alive) {
+            return None;
+        }
+        Some((best, alive + config.silence_after(latency)))
+    }
+
+    fn check_silence(&mut self, now: Instant, cx: &mut Ctx<'_>) {
+        if let Some((best, from)) = self.silent_from(now, cx.config)
+            && now >= from
+            && self.last_sent.is_some_and(|sent| sent >= from)
+        {
+            self.send_ping(now, best, true, cx);
+        }
     }
 
     /// Notes that traffic for this node was sent or received. Starts holepunching if the node has no
@@ -291,8 +363,18 @@ impl NodeState {
                             && p.last_ping_sent
                                 .is_none_or(|at| now >= at + config.heartbeat_interval)
                     });
+                    let probe_due = path.is_some_and(|p| {
+                        p.unanswered_since.is_some()
+                            && p.last_ping_sent.is_some_and(|at| {
+                                now >= at + config.probe_interval(p.latency().unwrap_or_default())
+                            })
+                    });
                     if heartbeat_due {
                         self.ping(now, best, cx);
+                    } else if probe_due {
+                        self.send_ping(now, best, true, cx);
+                    } else {
+                        self.check_silence(now, cx);
                     }
                 }
             }
@@ -524,8 +606,17 @@ impl NodeState {
                     if let Some(at) = self.last_full_ping {
                         consider(at + config.upgrade_interval);
                     }
-                    if let Some(at) = self.paths.get(&best).and_then(|p| p.last_ping_sent) {
+                    if let Some(path) = self.paths.get(&best)
+                        && let Some(at) = path.last_ping_sent
+                    {
                         consider(at + config.heartbeat_interval);
+                        if path.unanswered_since.is_some() {
+                            let latency = path.latency().unwrap_or_default();
+                            consider(at + config.probe_interval(latency));
+                        }
+                    }
+                    if let Some((_, from)) = self.silent_from(now, config) {
+                        consider(from);
                     }
                 }
             }

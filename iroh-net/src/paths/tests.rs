@@ -131,6 +131,85 @@ fn blackholed_path_falls_back_and_recovers() {
     assert!(back <= ms(5100), "recovery took {back:?}");
 }
 
+/// Two nodes going direct over a path with `loss` each way, exchanging QUIC as a transfer would.
+fn transfer_sim(loss: f64, seed: u64) -> Sim {
+    let mut sim = Sim::new(SimConfig {
+        loss,
+        seed,
+        ..SimConfig::default()
+    });
+    sim.a_knows_b(true, true);
+    sim.activity(true, true);
+    sim.quic(true);
+    sim.run_until(Duration::from_secs(10), |s| {
+        matches!(s.a_conn(), ConnectionType::Direct(_))
+    })
+    .expect("direct");
+    sim
+}
+
+#[test]
+fn traffic_keeps_a_lossy_path_direct() {
+    // 5% loss each way: about one heartbeat in ten loses its ping or pong. With QUIC arriving, none of
+    // that matters: no fallback in a minute, for any of several seeds.
+    for seed in 1..=5 {
+        let mut sim = transfer_sim(0.05, seed);
+        let before = sim.a_fallbacks;
+        sim.run_for(Duration::from_secs(60));
+        assert_eq!(sim.a_fallbacks, before, "seed {seed}: fell back");
+        assert_eq!(sim.a_conn(), ConnectionType::Direct(sim.b_addr()));
+    }
+}
+
+#[test]
+fn a_lost_heartbeat_is_probed_again_not_taken_for_death() {
+    // No QUIC at all (an idle connection): only disco tells. 5% loss each way; an unanswered heartbeat is
+    // followed by probes every probe interval, so one lost ping or pong never makes the path suspect.
+    for seed in 1..=5 {
+        let mut sim = Sim::new(SimConfig {
+            loss: 0.05,
+            seed,
+            ..SimConfig::default()
+        });
+        sim.a_knows_b(true, true);
+        sim.activity(true, true);
+        sim.run_until(Duration::from_secs(10), |s| {
+            matches!(s.a_conn(), ConnectionType::Direct(_))
+        })
+        .expect("direct");
+        let before = sim.a_fallbacks;
+        sim.run_for(Duration::from_secs(120));
+        assert_eq!(sim.a_fallbacks, before, "seed {seed}: fell back");
+    }
+}
+
+#[test]
+fn a_dead_path_under_traffic_falls_back_within_a_second() {
+    for seed in 1..=3 {
+        let mut sim = transfer_sim(0.0, seed);
+        sim.run_for(Duration::from_millis(3333));
+        sim.set_udp(false);
+        let fallback = sim
+            .run_until(Duration::from_secs(5), |s| {
+                !matches!(s.a_conn(), ConnectionType::Direct(_))
+            })
+            .expect("falls back");
+        // Silence (200 ms) and then the suspect timeout (400 ms) of unanswered probes.
+        assert!(fallback <= ms(700), "seed {seed}: fallback took {fallback:?}");
+        assert!(sim.a_conn_uses_relay());
+    }
+}
+
+#[test]
+fn traffic_on_a_clean_path_adds_no_pings() {
+    let mut sim = transfer_sim(0.0, 1);
+    let pings = sim.pings_sent;
+    sim.run_for(Duration::from_secs(60));
+    // Heartbeats (every 2 s per side) and the upgrade round: what the path needs without traffic.
+    let pings = sim.pings_sent - pings;
+    assert!(pings <= 70, "{pings} pings in 60 s");
+}
+
 #[test]
 fn lossy_path_still_goes_direct() {
     let mut sim = Sim::new(SimConfig {

@@ -2,7 +2,9 @@
 //!
 //! Node A and node B each run a [`Paths`] core. Disco messages between them travel over a simulated UDP
 //! path (one-way latency, seeded random loss, a switch to cut it) or through a relay (slower, lossless).
-//! Time advances straight to the next delivery, timeout or traffic tick.
+//! With [`Sim::quic`] on, active sides also exchange QUIC packets every [`QUIC_TICK`] over their send plan,
+//! reported to the cores as the magic socket's driver would (`note_sent`, `note_received`). Time advances
+//! straight to the next delivery, timeout or tick.
 
 use std::{
     cmp::Reverse,
@@ -41,6 +43,8 @@ enum Msg {
     Ping(TxId),
     Pong(TxId, Option<SocketAddr>),
     CallMeMaybe(Vec<SocketAddr>),
+    /// A QUIC packet over the direct path.
+    Quic,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -52,6 +56,8 @@ struct Delivery {
 
 /// How often each active side notes traffic (as an application sending data would).
 const TRAFFIC_TICK: Duration = Duration::from_millis(100);
+/// How often each active side sends a QUIC packet when [`Sim::quic`] is on.
+pub(super) const QUIC_TICK: Duration = Duration::from_millis(10);
 
 pub(super) struct Sim {
     pub(super) now: Instant,
@@ -68,6 +74,11 @@ pub(super) struct Sim {
     rng: StdRng,
     active: (bool, bool),
     next_tick: Instant,
+    quic: bool,
+    next_quic: Instant,
+    /// A's plan changed from direct to something else this many times.
+    pub(super) a_fallbacks: usize,
+    a_was_direct: bool,
     pub(super) pings_sent: usize,
     /// Pings sent by A alone.
     pub(super) a_pings_sent: usize,
@@ -99,6 +110,10 @@ impl Sim {
             seq: 0,
             active: (false, false),
             next_tick: now,
+            quic: false,
+            next_quic: now,
+            a_fallbacks: 0,
+            a_was_direct: false,
             pings_sent: 0,
             a_pings_sent: 0,
             a_plan_changes: 0,
@@ -131,6 +146,12 @@ impl Sim {
     pub(super) fn activity(&mut self, a: bool, b: bool) {
         self.active = (a, b);
         self.next_tick = self.now;
+    }
+
+    /// Whether active sides exchange QUIC packets (as a transfer's data and acknowledgements would).
+    pub(super) fn quic(&mut self, on: bool) {
+        self.quic = on;
+        self.next_quic = self.now;
     }
 
     pub(super) fn set_udp(&mut self, up: bool) {
@@ -184,6 +205,7 @@ impl Sim {
             a_timer,
             b_timer,
             (self.active.0 || self.active.1).then_some(self.next_tick),
+            (self.quic && (self.active.0 || self.active.1)).then_some(self.next_quic),
         ]
         .into_iter()
         .flatten()
@@ -220,8 +242,45 @@ impl Sim {
             }
             self.next_tick = now + TRAFFIC_TICK;
         }
+        if self.quic && self.next_quic <= now {
+            for from_a in [true, false] {
+                if (from_a && self.active.0) || (!from_a && self.active.1) {
+                    self.send_quic(from_a);
+                }
+            }
+            self.next_quic = now + QUIC_TICK;
+        }
         self.pump();
         true
+    }
+
+    /// One QUIC packet from A (or B) over its plan's direct path, if it has one.
+    fn send_quic(&mut self, from_a: bool) {
+        let now = self.now;
+        let (core, peer) = if from_a {
+            (&mut self.a, self.b_id)
+        } else {
+            (&mut self.b, self.a_id)
+        };
+        let Some(addr) = core.send_plan(now, &peer).udp else {
+            return;
+        };
+        core.note_sent(now, peer, now);
+        let peer_addr = if from_a { self.b_addr() } else { self.a_addr() };
+        let lost = self.config.loss > 0.0 && self.rng.gen_bool(self.config.loss);
+        if addr != peer_addr || !self.udp_up || lost {
+            return;
+        }
+        self.seq += 1;
+        self.queue.push(Reverse((
+            now + self.config.udp_latency,
+            self.seq,
+            Delivery {
+                to_a: !from_a,
+                via_relay: false,
+                msg: Msg::Quic,
+            },
+        )));
     }
 
     fn deliver(&mut self, delivery: Delivery) {
@@ -237,19 +296,22 @@ impl Sim {
         } else {
             SendAddr::Udp(sender_addr)
         };
-        self.trace.push(format!(
-            "{:?} to {} via {}: {:?}",
+        if delivery.msg != Msg::Quic {
+            self.trace.push(format!(
+                "{:?} to {} via {}: {:?}",
             now - self.start,
             if delivery.to_a { "A" } else { "B" },
-            if delivery.via_relay { "relay" } else { "udp" },
-            delivery.msg
-        ));
+                if delivery.via_relay { "relay" } else { "udp" },
+                delivery.msg
+            ));
+        }
         match delivery.msg {
             Msg::Ping(tx_id) => core.handle_ping(now, sender, &from, tx_id),
             Msg::Pong(tx_id, observed) => core.handle_pong(now, sender, &from, tx_id, observed),
             Msg::CallMeMaybe(addrs) => {
                 core.handle_call_me_maybe(now, sender, &self.relay.clone(), &addrs);
             }
+            Msg::Quic => core.note_received(now, sender, sender_addr, now),
         }
     }
 
@@ -268,6 +330,11 @@ impl Sim {
             while let Some(event) = self.a.poll_event() {
                 if let PathEvent::PlanChanged { plan, .. } = &event {
                     self.a_plan_changes += 1;
+                    let direct = matches!(plan.conn_type(), ConnectionType::Direct(_));
+                    if self.a_was_direct && !direct {
+                        self.a_fallbacks += 1;
+                    }
+                    self.a_was_direct = direct;
                     self.trace.push(format!(
                         "{:?} A plan {}",
                         self.now - self.start,
