@@ -190,11 +190,7 @@ async fn provide(size: u64, opts: Opts) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn fetch(
-    ticket: NodeTicket,
-    duration: Option<Duration>,
-    opts: Opts,
-) -> anyhow::Result<()> {
+async fn fetch(ticket: NodeTicket, duration: Option<Duration>, opts: Opts) -> anyhow::Result<()> {
     let start = Instant::now();
     let endpoint = opts.endpoint(Vec::new()).await?;
     let provider = ticket.node_id();

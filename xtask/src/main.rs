@@ -184,7 +184,7 @@ fn netsim_ci(root: &Path) -> Result<(), String> {
         .arg("netsim")
         .arg("--peer-cmd")
         .arg(&transfer)
-        .args(["--size", "50000000", "--json-out"])
+        .args(["--size", "20000000", "--json-out"])
         .arg(&json)
         .current_dir(root)
         .status()

@@ -62,7 +62,8 @@ const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
 /// How long the propagation round trip stays valid without a sample near it.
 pub const MIN_RTT_WINDOW: Duration = Duration::from_secs(5);
 /// Round trips the bandwidth and ack-aggregation filters remember.
-const FILTER_ROUNDS: u64 = 10;
+const FILTER_ROUNDS: u64 = FILTER_SLOTS as u64;
+const FILTER_SLOTS: usize = 10;
 /// The shortest round trip the filters count: they remember at least ten of these.
 const MIN_EPOCH: Duration = Duration::from_millis(10);
 /// The share of a round trip's data that, lost, counts as congestion.
@@ -232,12 +233,12 @@ struct SentRecord {
 #[derive(Debug, Clone, Default)]
 struct RoundMax {
     /// (round, largest sample of that round), one slot per round modulo the window.
-    slots: [(u64, u64); FILTER_ROUNDS as usize],
+    slots: [(u64, u64); FILTER_SLOTS],
 }
 
 impl RoundMax {
     fn update(&mut self, round: u64, value: u64) {
-        let slot = &mut self.slots[(round % FILTER_ROUNDS) as usize];
+        let slot = &mut self.slots[usize::try_from(round % FILTER_ROUNDS).unwrap_or(0)];
         if slot.0 != round {
             *slot = (round, value);
         } else {
@@ -550,10 +551,7 @@ impl Model {
             self.epoch_acked = 0;
         }
         self.epoch_acked += acked;
-        let extra = self
-            .epoch_acked
-            .saturating_sub(expected)
-            .min(self.cwnd);
+        let extra = self.epoch_acked.saturating_sub(expected).min(self.cwnd);
         self.extra_acked.update(self.epoch, extra);
     }
 
@@ -593,7 +591,10 @@ impl Model {
                 Some(until) if now >= until && round_end => {
                     self.min_rtt_stamp = now;
                     self.mode = if full_bw {
-                        Mode::ProbeBw { phase: 2, since: now }
+                        Mode::ProbeBw {
+                            phase: 2,
+                            since: now,
+                        }
                     } else {
                         Mode::Startup
                     };

@@ -2,6 +2,12 @@
 //! (1.25 x window / smoothed RTT), a bottleneck with a drop-tail queue, random or bursty loss after it, a
 //! propagation delay each way, a receiver that acknowledges every `ack_every` packets (or after the 25 ms
 //! maximum ack delay), and loss detection by packet threshold (3), as RFC 9002 does it.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss,
+    reason = "simulated rates, sizes and quantiles are small and positive"
+)]
 
 use std::{
     collections::BTreeMap,
@@ -187,8 +193,8 @@ impl Sim {
                 continue;
             }
             self.backlog += MTU;
-            let depart = self.now.max(self.link_free)
-                + Duration::from_secs_f64(MTU as f64 / self.path.rate);
+            let depart =
+                self.now.max(self.link_free) + Duration::from_secs_f64(MTU as f64 / self.path.rate);
             self.link_free = depart;
             self.at(depart, Event::Depart(pn));
         }
@@ -333,7 +339,10 @@ impl Sim {
     }
 
     fn goodput_mbit(&self) -> f64 {
-        let secs = self.now.saturating_duration_since(self.measure_from).as_secs_f64();
+        let secs = self
+            .now
+            .saturating_duration_since(self.measure_from)
+            .as_secs_f64();
         self.out.acked_bytes as f64 * 8.0 / secs / 1e6
     }
 
@@ -361,17 +370,29 @@ fn fills_a_clean_link_with_a_short_queue() {
     for (mbit, rtt) in [(50.0, 40), (50.0, 100), (10.0, 40), (200.0, 20)] {
         let (goodput, p50, p90, mut sim) = steady(Path::new(mbit, rtt, 100), 10.0, 3.0, 1);
         let base = Duration::from_millis(rtt);
-        assert!(goodput > 0.9 * mbit, "{mbit} Mbit/s, {rtt} ms: {goodput:.1}");
+        assert!(
+            goodput > 0.9 * mbit,
+            "{mbit} Mbit/s, {rtt} ms: {goodput:.1}"
+        );
         // The standing queue is a fifth of the BDP; probes add a little.
         assert!(p50 < base * 3 / 2, "{mbit}/{rtt}: median RTT {p50:?}");
         assert!(p90 < base * 2, "{mbit}/{rtt}: p90 RTT {p90:?}");
         // Startup may overshoot the queue once; after it, nothing overflows.
         sim.run(13.0, 11.0);
-        assert_eq!(sim.out.queue_drops, 0, "{mbit}/{rtt}: it overflowed the queue");
-        assert!(matches!(sim.model.mode(), Mode::ProbeBw { .. } | Mode::ProbeRtt { .. }));
+        assert_eq!(
+            sim.out.queue_drops, 0,
+            "{mbit}/{rtt}: it overflowed the queue"
+        );
+        assert!(matches!(
+            sim.model.mode(),
+            Mode::ProbeBw { .. } | Mode::ProbeRtt { .. }
+        ));
         let bdp = sim.model.bdp().expect("measured") as f64;
         let real = sim.path.bdp();
-        assert!((bdp - real).abs() < real * 0.15, "model BDP {bdp} vs {real}");
+        assert!(
+            (bdp - real).abs() < real * 0.15,
+            "model BDP {bdp} vs {real}"
+        );
     }
 }
 
@@ -386,7 +407,10 @@ fn random_loss_does_not_slow_it() {
                 goodput > 0.85 * delivered,
                 "{percent}% at {rtt} ms: {goodput:.1} Mbit/s"
             );
-            assert!(p50 < Duration::from_millis(rtt) * 3 / 2, "{percent}%: {p50:?}");
+            assert!(
+                p50 < Duration::from_millis(rtt) * 3 / 2,
+                "{percent}%: {p50:?}"
+            );
         }
     }
 }
@@ -407,7 +431,11 @@ fn a_shallow_buffer_is_not_flooded() {
     let (goodput, _, _, sim) = steady(Path::new(50.0, 40, 5), 10.0, 3.0, 4);
     assert!(goodput > 0.8 * 50.0, "{goodput:.1}");
     let drop_rate = sim.out.queue_drops as f64 / sim.out.sent as f64;
-    assert!(drop_rate < 0.05, "{:.2}% dropped at the queue", drop_rate * 100.0);
+    assert!(
+        drop_rate < 0.05,
+        "{:.2}% dropped at the queue",
+        drop_rate * 100.0
+    );
 }
 
 #[test]
@@ -439,10 +467,16 @@ fn follows_a_path_change_to_a_longer_round_trip() {
     sim.run(4.0, 1.0);
     assert!(sim.goodput_mbit() > 45.0);
     sim.set_path(Path::new(50.0, 60, 100));
-    sim.run(4.0 + MIN_RTT_WINDOW.as_secs_f64() + 3.0, 4.0 + MIN_RTT_WINDOW.as_secs_f64() + 1.0);
+    sim.run(
+        4.0 + MIN_RTT_WINDOW.as_secs_f64() + 3.0,
+        4.0 + MIN_RTT_WINDOW.as_secs_f64() + 1.0,
+    );
     assert!(sim.goodput_mbit() > 40.0, "{:.1}", sim.goodput_mbit());
     let rtt = sim.model.min_rtt().expect("measured");
-    assert!(rtt >= Duration::from_millis(60) && rtt < Duration::from_millis(70), "{rtt:?}");
+    assert!(
+        rtt >= Duration::from_millis(60) && rtt < Duration::from_millis(70),
+        "{rtt:?}"
+    );
     // And to a shorter one: taken at once.
     sim.set_path(Path::new(50.0, 20, 100));
     sim.run(18.0, 16.0);

@@ -16,11 +16,16 @@
 //! [`Paths::handle_timeout`] unconditionally (asking `poll_timeout` again at that instant would already
 //! look past it).
 //!
-//! Holepunching (DESIGN.md section 5): while a node is active and has no trusted direct path, the core pings
-//! every candidate address and sends call-me-maybe through the relay, again every holepunch interval; the
-//! other side pings the addresses it is told. The first pong makes a path trusted and the best one; a
-//! lower-latency path replaces it (IPv6 preferred when close). A trusted path carries traffic alone,
-//! kept fresh by heartbeat pings; when it goes quiet the plan falls back to relay plus direct, then relay.
+//! Holepunching: while a node is active and has no trusted direct path, the core runs holepunch rounds: it
+//! sends call-me-maybe through the relay and pings every candidate address again and again for a second
+//! (every 25 ms for half a second, then every 100 ms), as ICE paces its checks, because a NAT that filters
+//! by address drops our first pings until the peer's pings have opened it. The other side answers a
+//! call-me-maybe with a round of its own (pings *and* a call-me-maybe back), so both sides keep probing
+//! after both filters are open. Rounds repeat after 5 s, backing off to a minute for a node that never
+//! goes direct; a network change or a new candidate starts the backoff over. The first pong makes a path
+//! trusted and the best one; a lower-latency path replaces it (IPv6 preferred when close). A trusted path
+//! carries traffic alone while traffic or pongs show it alive (see the `node` module); when it goes quiet
+//! the plan falls back to relay plus direct, then relay.
 
 mod node;
 mod types;
@@ -47,8 +52,22 @@ pub struct PathConfig {
     pub trust_duration: Duration,
     /// How often an active node's best path is pinged, which also keeps NAT mappings open (well under 30 s).
     pub heartbeat_interval: Duration,
-    /// How often holepunching is retried while an active node has no trusted path.
+    /// How long after a holepunch round the next one starts while an active node has no trusted path;
+    /// doubled after each round that found nothing, up to [`PathConfig::max_holepunch_interval`].
     pub holepunch_interval: Duration,
+    /// The longest wait between holepunch rounds for a node that never goes direct (the backoff starts over
+    /// on a network change or a new candidate).
+    pub max_holepunch_interval: Duration,
+    /// How long a holepunch round probes its candidates. A NAT that filters by address drops our first
+    /// pings until the peer's own pings have opened it, so a round keeps probing rather than pinging once.
+    pub holepunch_round: Duration,
+    /// During the first [`PathConfig::fast_probe_for`] of a round every candidate is pinged this often.
+    pub fast_probe_interval: Duration,
+    /// How long a round probes at [`PathConfig::fast_probe_interval`]; the rest of it at
+    /// [`PathConfig::slow_probe_interval`].
+    pub fast_probe_for: Duration,
+    /// The probe interval for the rest of a round.
+    pub slow_probe_interval: Duration,
     /// How often all candidates are pinged while a trusted path exists, to find a better one.
     pub upgrade_interval: Duration,
     /// How long a ping waits for its pong.
@@ -80,6 +99,11 @@ impl Default for PathConfig {
             trust_duration: Duration::from_millis(6500),
             heartbeat_interval: Duration::from_secs(2),
             holepunch_interval: Duration::from_secs(5),
+            max_holepunch_interval: Duration::from_secs(60),
+            holepunch_round: Duration::from_secs(1),
+            fast_probe_interval: Duration::from_millis(25),
+            fast_probe_for: Duration::from_millis(500),
+            slow_probe_interval: Duration::from_millis(100),
             upgrade_interval: Duration::from_secs(60),
             ping_timeout: Duration::from_secs(5),
             min_ping_interval: Duration::from_millis(500),

@@ -35,6 +35,8 @@ use iroh_base::{NodeId, RelayUrl};
 
 use rand::RngCore;
 
+mod holepunch;
+
 use super::{
     PathConfig,
     types::{ConnectionType, DiscoTransmit, NodeInfo, PathInfo, SendAddr, SendPlan, Source, TxId},
@@ -82,7 +84,7 @@ impl PathState {
     }
 
     /// When the path stops being trusted, if it is trusted at `now`.
-    fn trusted_until(&self, now: Instant, config: &PathConfig) -> Option<Instant> {
+    pub(super) fn trusted_until(&self, now: Instant, config: &PathConfig) -> Option<Instant> {
         let (_, latency) = self.last_pong?;
         let mut until = self.alive_at()? + config.trust_duration;
         if let Some(sent) = self.unanswered_since {
@@ -114,6 +116,16 @@ pub(super) struct NodeState {
     pings: HashMap<TxId, SentPing>,
     last_activity: Option<Instant>,
     last_holepunch: Option<Instant>,
+    /// The running holepunch round's start.
+    round_started: Option<Instant>,
+    /// Rounds in a row that ended without a trusted path (the backoff).
+    failed_rounds: u32,
+    /// When we last sent the node a call-me-maybe.
+    last_call_me_maybe: Option<Instant>,
+    /// A candidate arrived since the last round: the next round starts at once, the backoff over.
+    fresh_candidate: bool,
+    /// Whether a direct path was ever trusted (then rounds do not back off).
+    was_direct: bool,
     last_full_ping: Option<Instant>,
     /// When we last sent QUIC to the node over its direct path, as the driver reports it.
     last_sent: Option<Instant>,
@@ -131,6 +143,11 @@ impl NodeState {
             pings: HashMap::new(),
             last_activity: None,
             last_holepunch: None,
+            round_started: None,
+            failed_rounds: 0,
+            last_call_me_maybe: None,
+            fresh_candidate: false,
+            was_direct: false,
             last_full_ping: None,
             last_sent: None,
             plan: SendPlan::default(),
@@ -156,6 +173,10 @@ impl NodeState {
         let is_new = !self.paths.contains_key(&addr);
         if is_new && self.paths.len() >= config.max_paths {
             self.evict_weakest(now, config);
+        }
+        if is_new {
+            self.fresh_candidate = true;
+            self.failed_rounds = 0;
         }
         self.paths
             .entry(addr)
@@ -302,6 +323,9 @@ impl NodeState {
             self.add_candidate(now, *src, Source::PeerReflexive, config);
         }
         self.choose_best(now, ping.addr, latency, config);
+        self.round_started = None;
+        self.failed_rounds = 0;
+        self.was_direct = true;
         Some(())
     }
 
@@ -320,16 +344,7 @@ impl NodeState {
         for addr in addrs {
             self.add_candidate(now, *addr, Source::CallMeMaybe, config);
         }
-        for addr in addrs {
-            let trusted = self
-                .paths
-                .get(addr)
-                .and_then(|p| p.trusted_until(now, config))
-                .is_some();
-            if !trusted {
-                self.ping(now, *addr, cx);
-            }
-        }
+        self.answer_call_me_maybe(now, addrs, cx);
     }
 
     /// Periodic work: holepunching while there is no trusted path, heartbeats on the best path, upgrades,
@@ -342,14 +357,7 @@ impl NodeState {
         }
         let best_trusted = self.trusted_best(now, config);
         match best_trusted {
-            None => {
-                let due = self
-                    .last_holepunch
-                    .is_none_or(|at| now >= at + config.holepunch_interval);
-                if due {
-                    self.holepunch(now, cx);
-                }
-            }
+            None => self.maintain_round(now, cx),
             Some(best) => {
                 if self
                     .last_full_ping
@@ -381,10 +389,12 @@ impl NodeState {
         }
     }
 
-    /// Starts a holepunch round now if the node is active and has no trusted path (our addresses changed).
+    /// Starts a holepunch round now if the node is active and has no trusted path (our addresses changed:
+    /// the node must hear of them).
     pub(super) fn holepunch_now(&mut self, now: Instant, cx: &mut Ctx<'_>) {
         if self.is_active(now, cx.config) && self.trusted_best(now, cx.config).is_none() {
-            self.holepunch(now, cx);
+            self.failed_rounds = 0;
+            self.start_round(now, cx);
         }
     }
 
@@ -394,11 +404,16 @@ impl NodeState {
     /// interval: a flapping interface must not turn into a ping storm).
     pub(super) fn network_changed(&mut self, now: Instant, cx: &mut Ctx<'_>) {
         self.pings.clear();
+        self.failed_rounds = 0;
         if self.is_active(now, cx.config) {
             let force = self
                 .last_full_ping
                 .is_none_or(|at| now >= at + cx.config.min_ping_interval);
-            self.holepunch_round(now, force, cx);
+            if self.trusted_best(now, cx.config).is_none() && force {
+                self.start_round(now, cx);
+            } else {
+                self.holepunch_round(now, force, cx);
+            }
         }
     }
 
@@ -408,7 +423,7 @@ impl NodeState {
     }
 
     /// [`NodeState::holepunch`]; with `force`, pings even addresses pinged within the minimum interval.
-    fn holepunch_round(&mut self, now: Instant, force: bool, cx: &mut Ctx<'_>) {
+    pub(super) fn holepunch_round(&mut self, now: Instant, force: bool, cx: &mut Ctx<'_>) {
         self.prune(now, cx.config);
         self.last_holepunch = Some(now);
         self.last_full_ping = Some(now);
@@ -416,9 +431,15 @@ impl NodeState {
         for addr in addrs {
             self.send_ping(now, addr, force, cx);
         }
+        self.send_call_me_maybe(now, cx);
+    }
+
+    /// Asks the node, through its relay, to ping our addresses.
+    pub(super) fn send_call_me_maybe(&mut self, now: Instant, cx: &mut Ctx<'_>) {
         if let Some(relay) = &self.relay_url
             && !cx.own_addrs.is_empty()
         {
+            self.last_call_me_maybe = Some(now);
             cx.out.push(DiscoTransmit::CallMeMaybe {
                 node: self.node_id,
                 relay: relay.clone(),
@@ -428,12 +449,18 @@ impl NodeState {
     }
 
     /// Queues a ping to `addr` unless one went there very recently.
-    fn ping(&mut self, now: Instant, addr: SocketAddr, cx: &mut Ctx<'_>) {
+    pub(super) fn ping(&mut self, now: Instant, addr: SocketAddr, cx: &mut Ctx<'_>) {
         self.send_ping(now, addr, false, cx);
     }
 
     /// Queues a ping to `addr`; unless `force`, not if one went there within the minimum ping interval.
-    fn send_ping(&mut self, now: Instant, addr: SocketAddr, force: bool, cx: &mut Ctx<'_>) {
+    pub(super) fn send_ping(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        force: bool,
+        cx: &mut Ctx<'_>,
+    ) {
         let Some(path) = self.paths.get_mut(&addr) else {
             return;
         };
@@ -491,7 +518,7 @@ impl NodeState {
         }
     }
 
-    fn trusted_best(&self, now: Instant, config: &PathConfig) -> Option<SocketAddr> {
+    pub(super) fn trusted_best(&self, now: Instant, config: &PathConfig) -> Option<SocketAddr> {
         let best = self.best?;
         self.paths.get(&best)?.trusted_until(now, config)?;
         Some(best)
@@ -598,8 +625,8 @@ impl NodeState {
             }
             match self.trusted_best(now, config) {
                 None => {
-                    if let Some(at) = self.last_holepunch {
-                        consider(at + config.holepunch_interval);
+                    if let Some(at) = self.next_round_timeout(now, config) {
+                        consider(at);
                     }
                 }
                 Some(best) => {
@@ -626,7 +653,7 @@ impl NodeState {
 
     /// Drops candidates nobody has mentioned for a long time and that never answered recently. Addresses
     /// the application gave are kept.
-    fn prune(&mut self, now: Instant, config: &PathConfig) {
+    pub(super) fn prune(&mut self, now: Instant, config: &PathConfig) {
         let best = self.best;
         self.paths.retain(|addr, path| {
             let keep_source = path.sources.contains_key(&Source::App);

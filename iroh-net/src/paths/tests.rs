@@ -195,7 +195,10 @@ fn a_dead_path_under_traffic_falls_back_within_a_second() {
             })
             .expect("falls back");
         // Silence (200 ms) and then the suspect timeout (400 ms) of unanswered probes.
-        assert!(fallback <= ms(700), "seed {seed}: fallback took {fallback:?}");
+        assert!(
+            fallback <= ms(700),
+            "seed {seed}: fallback took {fallback:?}"
+        );
         assert!(sim.a_conn_uses_relay());
     }
 }
@@ -295,19 +298,19 @@ mod unit {
 
     use super::*;
 
-    fn node(n: u8) -> NodeId {
+    pub(super) fn node(n: u8) -> NodeId {
         SecretKey::from_bytes(&[n; 32]).public()
     }
 
-    fn v4(port: u16) -> SocketAddr {
+    pub(super) fn v4(port: u16) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), port))
     }
 
-    fn relay() -> RelayUrl {
+    pub(super) fn relay() -> RelayUrl {
         "https://relay.example.org".parse().unwrap()
     }
 
-    fn drain(paths: &mut Paths) -> Vec<DiscoTransmit> {
+    pub(super) fn drain(paths: &mut Paths) -> Vec<DiscoTransmit> {
         std::iter::from_fn(|| paths.poll_transmit()).collect()
     }
 
@@ -510,9 +513,9 @@ mod unit {
 #[test]
 fn a_network_change_finds_a_dead_path_at_once() {
     let mut sim = direct_sim();
-    // Just after a heartbeat, so that the next one is two seconds away.
-    let pings = sim.pings_sent;
-    sim.run_until(Duration::from_secs(3), |s| s.pings_sent > pings)
+    // Just after A's heartbeat, so that the next one is two seconds away.
+    let pings = sim.a_pings_sent;
+    sim.run_until(Duration::from_secs(3), |s| s.a_pings_sent > pings)
         .expect("a heartbeat");
     sim.run_for(ms(50));
     // A's network changes and the old path dies with it.
@@ -563,4 +566,132 @@ fn pongs_to_pings_from_before_a_network_change_do_not_count() {
     // change, not after the next heartbeat.
     let took = sim.now - changed_at;
     assert!(took <= ms(450), "took {took:?}");
+}
+
+/// A dialler behind a symmetric NAT, an acceptor behind an address-restricted one: the acceptor's filter
+/// drops the dialler's first pings; the acceptor's pings (after the call-me-maybe) go to the address STUN
+/// saw, which the symmetric NAT does not forward, but they open the acceptor's filter. Only a dialler that
+/// keeps probing gets through then.
+fn restricted_sim(loss: f64, seed: u64) -> Sim {
+    let mut sim = Sim::new(SimConfig {
+        loss,
+        seed,
+        a_symmetric: true,
+        b_address_restricted: true,
+        ..SimConfig::default()
+    });
+    sim.a_knows_b(true, true);
+    sim.activity(true, true);
+    sim
+}
+
+#[test]
+fn a_filtering_nat_opened_mid_round_goes_direct_within_the_round() {
+    let mut sim = restricted_sim(0.0, 1);
+    let at = sim
+        .run_until(Duration::from_secs(10), |s| {
+            matches!(s.a_conn(), ConnectionType::Direct(_))
+                && matches!(s.b_conn(), ConnectionType::Direct(_))
+        })
+        .expect("direct");
+    // Call-me-maybe over the relay (30 ms), B's pings open its filter, A's next probe (every 25 ms) gets
+    // in, its pong returns: a few tens of milliseconds, not the next round five seconds later.
+    assert!(at <= ms(150), "took {at:?}");
+    // B talks to A on the address A's NAT gave it for B, which only A's pings revealed.
+    assert_eq!(sim.b_conn(), ConnectionType::Direct(sim.a_addr_for_b()));
+}
+
+#[test]
+fn a_filtering_nat_with_loss_still_goes_direct_within_a_second() {
+    for seed in 1..=20 {
+        let mut sim = restricted_sim(0.02, seed);
+        let at = sim.run_until(Duration::from_secs(10), |s| {
+            matches!(s.a_conn(), ConnectionType::Direct(_))
+        });
+        assert!(at.is_some_and(|at| at <= ms(1000)), "seed {seed}: {at:?}");
+    }
+}
+
+#[test]
+fn a_node_that_never_goes_direct_backs_off() {
+    let mut sim = Sim::new(SimConfig::default());
+    sim.a_knows_b(true, true);
+    sim.set_udp(false);
+    sim.activity(true, false);
+    // Rounds after 5, 10, 20, 40 s, then every minute: over ten minutes about a dozen rounds of about 25
+    // pings, where a round every 5 s would be 120.
+    let start = sim.a_pings_sent;
+    sim.run_for(Duration::from_secs(600));
+    let pings = sim.a_pings_sent - start;
+    assert!((200..=400).contains(&pings), "{pings} pings in 10 minutes");
+    let rounds_before = sim.a_pings_sent;
+    sim.run_for(Duration::from_secs(59));
+    let within_a_minute = sim.a_pings_sent - rounds_before;
+    assert!(
+        within_a_minute <= 30,
+        "at most one round a minute: {within_a_minute} pings"
+    );
+    // A new candidate starts the backoff over, with a round at once.
+    let before = sim.a_pings_sent;
+    sim.a_learns(SocketAddr::from(([198, 18, 0, 9], 9)));
+    assert!(
+        sim.a_pings_sent >= before + 2,
+        "both candidates pinged at once"
+    );
+}
+
+#[test]
+fn a_round_probes_every_candidate_for_a_second_then_stops() {
+    let mut sim = Sim::new(SimConfig::default());
+    sim.a_knows_b(true, true);
+    sim.set_udp(false);
+    sim.activity(true, false);
+    sim.run_for(ms(1000));
+    let first_second = sim.a_pings_sent;
+    // 20 at 25 ms for half a second, then 5 at 100 ms.
+    assert!((22..=28).contains(&first_second), "{first_second} pings");
+    sim.run_for(ms(3900));
+    assert_eq!(sim.a_pings_sent, first_second, "quiet until the next round");
+}
+
+mod call_me_maybe {
+    use super::super::*;
+    use super::unit::{drain, node, relay, v4};
+    use std::time::Instant;
+
+    #[test]
+    fn is_answered_with_pings_and_a_call_me_maybe_of_our_own_but_not_twice() {
+        let now = Instant::now();
+        let mut paths = Paths::new(PathConfig::default(), 1);
+        paths.set_own_addrs(now, vec![v4(7)]);
+        paths.handle_call_me_maybe(now, node(2), &relay(), &[v4(1), v4(2)]);
+        let out = drain(&mut paths);
+        let pinged: Vec<SocketAddr> = out
+            .iter()
+            .filter_map(|t| match t {
+                DiscoTransmit::Ping {
+                    dst: SendAddr::Udp(addr),
+                    ..
+                } => Some(*addr),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pinged, [v4(1), v4(2)]);
+        let asked = |out: &[DiscoTransmit]| {
+            out.iter()
+                .filter(
+                    |t| matches!(t, DiscoTransmit::CallMeMaybe { addrs, .. } if addrs == &[v4(7)]),
+                )
+                .count()
+        };
+        assert_eq!(asked(&out), 1, "a call-me-maybe back: {out:?}");
+        // The peer answers ours with its own: no call-me-maybe loop, but its addresses are pinged.
+        let later = now + Duration::from_millis(60);
+        paths.handle_call_me_maybe(later, node(2), &relay(), &[v4(1), v4(3)]);
+        let out = drain(&mut paths);
+        assert_eq!(asked(&out), 0, "{out:?}");
+        assert!(out.iter().any(
+            |t| matches!(t, DiscoTransmit::Ping { dst: SendAddr::Udp(a), .. } if *a == v4(3))
+        ));
+    }
 }

@@ -44,8 +44,9 @@ use crate::{
 
 /// The default bound on a whole connect: DNS, TCP, TLS, HTTP and the handshake.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one TCP attempt may take while other addresses of the relay remain to be tried.
-const TCP_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a TCP attempt runs alone before the next one starts beside it (RFC 8305's "Connection Attempt
+/// Delay", which recommends 250 ms).
+const TCP_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 /// How much of an error response's body is kept for the error message.
 const ERROR_BODY_LIMIT: usize = 512;
 /// How long to wait for an error response's body.
@@ -279,28 +280,47 @@ fn system_resolver() -> Result<TokioResolver, super::BoxError> {
     }
 }
 
-/// Tries the addresses in order; all but the last get [`TCP_ATTEMPT_TIMEOUT`] each.
+/// Connects to the first of `addrs` that answers, Happy Eyeballs style (RFC 8305 section 5): the addresses
+/// are tried in order, a new attempt every [`TCP_ATTEMPT_DELAY`] (or at once when the running ones have
+/// failed) while earlier ones keep running; the first to connect wins and the others are dropped. After
+/// the last address comes one more attempt to the first: a lost SYN costs TCP a one-second retransmission
+/// timeout, where a second SYN a quarter of a second later usually gets through (Chrome's "backup connect
+/// job" does the same).
 async fn connect_tcp(addrs: &[SocketAddr]) -> Result<TcpStream, ConnectError> {
+    let plan: Vec<SocketAddr> = addrs.iter().chain(addrs.first()).copied().collect();
+    let mut attempts = tokio::task::JoinSet::new();
+    let mut next = 0;
     let mut last_error = None;
-    for (index, &addr) in addrs.iter().enumerate() {
-        let attempt = TcpStream::connect(addr);
-        let result = if index + 1 < addrs.len() {
-            tokio::time::timeout(TCP_ATTEMPT_TIMEOUT, attempt)
-                .await
-                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
-        } else {
-            attempt.await
+    loop {
+        if attempts.is_empty() {
+            let Some(&addr) = plan.get(next) else {
+                break;
+            };
+            next += 1;
+            attempts.spawn(async move { (addr, TcpStream::connect(addr).await) });
+        }
+        let more = next < plan.len();
+        let done = tokio::select! {
+            done = attempts.join_next() => done,
+            () = tokio::time::sleep(TCP_ATTEMPT_DELAY), if more => {
+                let addr = plan[next];
+                next += 1;
+                attempts.spawn(async move { (addr, TcpStream::connect(addr).await) });
+                continue;
+            }
         };
-        match result {
-            Ok(stream) => {
+        match done {
+            Some(Ok((_, Ok(stream)))) => {
                 // Frames are coalesced by the writer; Nagle would only add latency.
                 stream.set_nodelay(true).ok();
                 return Ok(stream);
             }
-            Err(source) => {
+            Some(Ok((addr, Err(source)))) => {
                 debug!(%addr, %source, "TCP connect failed");
                 last_error = Some(ConnectError::Tcp { addr, source });
             }
+            // A panicked or cancelled attempt: nothing to report but that it failed.
+            Some(Err(_)) | None => {}
         }
     }
     Err(last_error.unwrap_or_else(|| ConnectError::Dns {

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use super::{
     contract::{FetchResult, PathKind, PeerCmd},
-    matrix::DIRECT_LIMIT,
+    matrix::FAULT_DIRECT_WAIT,
     shaper::LinkParams,
     sys::Run,
     topo::{Kind, Spec, Topology},
@@ -191,7 +191,7 @@ impl Scenario {
         self.t0 = Some(transfer.started);
         self.note("fetcher started");
         let waited =
-            transfer.wait_for_path(PathKind::Direct, 0.0, Instant::now() + DIRECT_LIMIT)?;
+            transfer.wait_for_path(PathKind::Direct, 0.0, Instant::now() + FAULT_DIRECT_WAIT)?;
         let has_events = !transfer.events.is_empty();
         match waited {
             Waited::Seen => {}
@@ -199,7 +199,10 @@ impl Scenario {
                 return Err("the transfer finished before the fault; raise --fault-size or lower --fault-rate-mbit".into());
             }
             Waited::Timeout if has_events => {
-                return Err(format!("not direct within {} s", DIRECT_LIMIT.as_secs()));
+                return Err(format!(
+                    "not direct within {} s",
+                    FAULT_DIRECT_WAIT.as_secs()
+                ));
             }
             Waited::Timeout => self.note("no path events from this peer program: fixed timings"),
         }

@@ -39,7 +39,7 @@ use std::{
 use serde::Serialize;
 
 use super::{
-    contract::{FetchResult, PathKind, PeerCmd, parse_fetcher_line, FetcherLine},
+    contract::{FetchResult, FetcherLine, PathKind, PeerCmd, parse_fetcher_line},
     probe::EchoReport,
     shaper::{Burst, Dir, LinkParams},
     sys::{NoLine, NsProcess, Pipes, Run},
@@ -110,7 +110,7 @@ impl Rung {
             .trim_end_matches("ms")
             .parse()
             .map_err(|e| format!("rung {text}: round trip {rtt}: {e}"))?;
-        if rtt_ms % 4 != 0 || rtt_ms == 0 {
+        if !rtt_ms.is_multiple_of(4) || rtt_ms == 0 {
             return Err(format!(
                 "rung {text}: the round trip must be a positive multiple of 4 ms (a quarter per link and way)"
             ));
@@ -385,22 +385,6 @@ fn run_rung(
     let fetcher = topo.site(1)?.clone();
     let echo_to = format!("{}:{ECHO_PORT}", provider.host_ip);
     let _echo_server = start_echo_server(run, &provider.host_ns, &echo_to, label)?;
-    // A first exchange resolves the neighbours (ARP) along the path: over a lossy link a lost ARP request
-    // is retried only after a second, which would hold the first echoes back.
-    topo::probe_json::<EchoReport>(
-        &fetcher.host_ns,
-        &[
-            "echo",
-            "--to",
-            &echo_to,
-            "--count",
-            "5",
-            "--interval-us",
-            "300000",
-            "--linger-ms",
-            "1500",
-        ],
-    )?;
     report.idle_rtt = Some(topo::probe_json(
         &fetcher.host_ns,
         &[
@@ -575,9 +559,12 @@ fn run_raw(
         &run.dir().join(format!("{label}-server.log")),
         pipes,
     )?;
-    let line = server
-        .next_line(Duration::from_secs(10))
-        .map_err(|e| format!("the raw quinn server did not start ({e:?}):\n{}", server.log_tail(10)))?;
+    let line = server.next_line(Duration::from_secs(10)).map_err(|e| {
+        format!(
+            "the raw quinn server did not start ({e:?}):\n{}",
+            server.log_tail(10)
+        )
+    })?;
     let hello: serde_json::Value =
         serde_json::from_str(&line).map_err(|e| format!("raw quinn server said {line:?}: {e}"))?;
     let node_id = hello["node_id"]
@@ -650,9 +637,7 @@ fn judge(report: &mut RungReport, options: &LadderOptions) {
             if let Some(r) = &run.result
                 && r.final_path != PathKind::Direct
             {
-                report
-                    .reasons
-                    .push("direct: ended on the relay".to_owned());
+                report.reasons.push("direct: ended on the relay".to_owned());
             }
             if run.fallbacks() > 0 {
                 report.reasons.push(format!(
@@ -722,9 +707,11 @@ pub(crate) fn markdown(reports: &[RungReport], options: &LadderOptions) -> Strin
             })
             .join(" / ");
         let mut verdict: Vec<String> = r.reasons.iter().map(|x| format!("FAIL: {x}")).collect();
-        verdict.extend(r.targets.iter().map(|(what, met)| {
-            format!("{} {what}", if *met { "met" } else { "MISSED" })
-        }));
+        verdict.extend(
+            r.targets
+                .iter()
+                .map(|(what, met)| format!("{} {what}", if *met { "met" } else { "MISSED" })),
+        );
         if verdict.is_empty() {
             verdict.push("ok".to_owned());
         }
@@ -738,7 +725,8 @@ pub(crate) fn markdown(reports: &[RungReport], options: &LadderOptions) -> Strin
             fmt(g(LadderMode::Raw)),
             ratio(g(LadderMode::Direct), g(LadderMode::Relay)),
             ratio(g(LadderMode::Direct), g(LadderMode::Raw)),
-            g(LadderMode::Direct).map_or_else(|| "-".to_owned(), |d| format!("{:.0}%", 100.0 * d / link)),
+            g(LadderMode::Direct)
+                .map_or_else(|| "-".to_owned(), |d| format!("{:.0}%", 100.0 * d / link)),
             r.idle_rtt
                 .as_ref()
                 .map_or_else(|| "-".to_owned(), |e| format!("{:.1} ms", e.rtt_p50_ms)),
@@ -749,10 +737,9 @@ pub(crate) fn markdown(reports: &[RungReport], options: &LadderOptions) -> Strin
     let measured: Vec<String> = reports
         .iter()
         .filter_map(|r| {
-            let (dropped, offered) = r
-                .runs
-                .iter()
-                .fold((0, 0), |(d, o), run| (d + run.frames_dropped, o + run.frames_in));
+            let (dropped, offered) = r.runs.iter().fold((0, 0), |(d, o), run| {
+                (d + run.frames_dropped, o + run.frames_in)
+            });
             #[allow(clippy::cast_precision_loss)]
             (offered > 0).then(|| {
                 format!(
@@ -798,7 +785,10 @@ mod tests {
         assert!(Rung::parse("40ms:60%").is_err());
         assert_eq!(Rung::full().len(), 10);
         assert_eq!(Rung::short().len(), 5);
-        assert_eq!(Rung::parse("40:5").map(|r| r.bottleneck().loss_ppm), Ok(50_000));
+        assert_eq!(
+            Rung::parse("40:5").map(|r| r.bottleneck().loss_ppm),
+            Ok(50_000)
+        );
         assert_eq!(
             Rung::parse("40:ge").map(|r| r.bottleneck().burst),
             Ok(Some(BURSTY))

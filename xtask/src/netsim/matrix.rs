@@ -1,6 +1,7 @@
 //! The NAT matrix: for every ordered pair of kinds, a provider of one kind and a fetcher of the other move
 //! data through the simulated internet, and the run fails on any pair that does not connect or corrupts data,
-//! or on a pair that should go direct and is not direct within [`DIRECT_LIMIT`].
+//! or on a pair that should go direct and is not direct within its limit (`--direct-limit-ms`, default
+//! 1 s: the time to direct is gated per pair).
 //!
 //! Each pair gets its own fresh topology (relay, shaper and two sites; about a second to build and tear
 //! down). Reusing one topology with every kind would save that second but let pairs disturb each other:
@@ -23,20 +24,21 @@ use super::{
     transfer::{SeenEvent, Transfer},
 };
 
-/// An expected-direct pair must be direct this soon after the fetcher starts.
-pub(crate) const DIRECT_LIMIT: Duration = Duration::from_secs(10);
+/// How long the fault scenarios wait for their transfer to go direct before the fault.
+pub(crate) const FAULT_DIRECT_WAIT: Duration = Duration::from_secs(10);
 
 /// Whether a direct path must form between a provider of kind `a` and a fetcher of kind `b`: between any two
 /// endpoint-independent mappings (holepunching works whatever the filtering), and between a symmetric NAT and
-/// a peer without filtering (the symmetric side's packets get in from whatever port it is given).
+/// a peer that does not filter by port (the symmetric side's packets get in from whatever port it is given,
+/// once the other side has sent to its IP).
 pub(crate) fn expect_direct(a: Kind, b: Kind) -> bool {
     let eim = |k: Kind| {
         matches!(
             k,
-            Kind::Public | Kind::FullCone | Kind::Home | Kind::DoubleNat
+            Kind::Public | Kind::FullCone | Kind::Home | Kind::AddressRestricted | Kind::DoubleNat
         )
     };
-    let open = |k: Kind| matches!(k, Kind::Public | Kind::FullCone);
+    let open = |k: Kind| matches!(k, Kind::Public | Kind::FullCone | Kind::AddressRestricted);
     (eim(a) && eim(b)) || (a == Kind::Symmetric && open(b)) || (b == Kind::Symmetric && open(a))
 }
 
@@ -49,6 +51,10 @@ pub(crate) struct MatrixOptions {
     pub(crate) size: u64,
     /// One-way delay of every access link.
     pub(crate) delay_ms: u64,
+    /// Random loss of every access link, each way, percent.
+    pub(crate) loss_percent: f64,
+    /// An expected-direct pair must be direct this soon.
+    pub(crate) direct_limit: Duration,
     /// The peer program.
     pub(crate) peer: PeerCmd,
     /// The relay binary.
@@ -92,6 +98,7 @@ pub(crate) struct PairReport {
 pub(crate) fn judge(
     expected_direct: bool,
     size: u64,
+    direct_limit: Duration,
     outcome: Result<&FetchResult, &str>,
 ) -> (Vec<String>, Vec<String>) {
     let mut reasons = Vec::new();
@@ -112,20 +119,20 @@ pub(crate) fn judge(
     if !result.hash_ok {
         reasons.push("content does not match (hash_ok false)".to_owned());
     }
-    let limit_ms = DIRECT_LIMIT.as_secs_f64() * 1000.0;
+    let limit_ms = direct_limit.as_secs_f64() * 1000.0;
     if expected_direct {
         match result.time_to_direct_ms {
             None if result.duration_ms < limit_ms => reasons.push(format!(
-                "expected direct, but the transfer ended on the relay after {:.1} s, before the {} s allowed \
+                "expected direct, but the transfer ended on the relay after {:.1} s, before the {:.1} s allowed \
                  for going direct: too short to tell (raise --size)",
                 result.duration_ms / 1000.0,
-                DIRECT_LIMIT.as_secs()
+                direct_limit.as_secs_f64()
             )),
             None => reasons.push("expected direct, never direct".to_owned()),
             Some(ms) if ms > limit_ms => reasons.push(format!(
-                "direct only after {:.1} s (limit {} s)",
+                "direct only after {:.2} s (limit {:.1} s)",
                 ms / 1000.0,
-                DIRECT_LIMIT.as_secs()
+                direct_limit.as_secs_f64()
             )),
             Some(_) => {}
         }
@@ -171,7 +178,9 @@ fn run_pair(
     let spec = Spec {
         sites: vec![provider, fetcher],
         probe_server: false,
-        shaping: Some(LinkParams::delay_ms(options.delay_ms)),
+        shaping: Some(
+            LinkParams::delay_ms(options.delay_ms).with_loss_percent(options.loss_percent),
+        ),
         relay_tls: options.relay_tls,
         relay_bin: options.relay_bin.clone(),
         seed: options.seed,
@@ -187,6 +196,7 @@ fn run_pair(
     let (reasons, notes) = judge(
         expected_direct,
         options.size,
+        options.direct_limit,
         outcome.as_ref().map_err(String::as_str),
     );
     let result = outcome.ok();
@@ -297,14 +307,14 @@ mod tests {
     #[test]
     fn expected_direct_pairs() {
         use Kind::*;
-        for a in [Public, FullCone, Home, DoubleNat] {
-            for b in [Public, FullCone, Home, DoubleNat] {
+        for a in [Public, FullCone, Home, AddressRestricted, DoubleNat] {
+            for b in [Public, FullCone, Home, AddressRestricted, DoubleNat] {
                 assert!(expect_direct(a, b), "{a:?}-{b:?}");
             }
             assert!(!expect_direct(a, UdpBlocked));
             assert!(!expect_direct(UdpBlocked, a));
         }
-        for open in [Public, FullCone] {
+        for open in [Public, FullCone, AddressRestricted] {
             assert!(expect_direct(Symmetric, open));
             assert!(expect_direct(open, Symmetric));
         }
@@ -326,30 +336,39 @@ mod tests {
         }
     }
 
+    const TEN_S: Duration = Duration::from_secs(10);
+
     #[test]
     fn judging() {
         let ok = result(PathKind::Direct, Some(300.0), true, 100);
-        assert_eq!(judge(true, 100, Ok(&ok)), (vec![], vec![]));
+        assert_eq!(judge(true, 100, TEN_S, Ok(&ok)), (vec![], vec![]));
         let late = result(PathKind::Direct, Some(12_000.0), true, 100);
-        assert!(judge(true, 100, Ok(&late)).0[0].contains("after 12.0 s"));
+        assert!(judge(true, 100, TEN_S, Ok(&late)).0[0].contains("after 12.00 s"));
+        assert!(
+            judge(true, 100, Duration::from_secs(1), Ok(&ok))
+                .0
+                .is_empty()
+        );
+        let slow = result(PathKind::Direct, Some(1200.0), true, 100);
+        assert!(judge(true, 100, Duration::from_secs(1), Ok(&slow)).0[0].contains("limit 1.0 s"));
         let relayed = result(PathKind::Relay, None, true, 100);
-        let (reasons, _) = judge(true, 100, Ok(&relayed));
+        let (reasons, _) = judge(true, 100, TEN_S, Ok(&relayed));
         assert_eq!(reasons.len(), 2);
         assert!(reasons[0].contains("too short to tell"), "{reasons:?}");
         let long = FetchResult {
             duration_ms: 15_000.0,
             ..relayed
         };
-        assert!(judge(true, 100, Ok(&long)).0[0].contains("never direct"));
-        assert_eq!(judge(false, 100, Ok(&relayed)), (vec![], vec![]));
+        assert!(judge(true, 100, TEN_S, Ok(&long)).0[0].contains("never direct"));
+        assert_eq!(judge(false, 100, TEN_S, Ok(&relayed)), (vec![], vec![]));
         assert_eq!(
-            judge(false, 100, Ok(&ok)).1.len(),
+            judge(false, 100, TEN_S, Ok(&ok)).1.len(),
             1,
             "unexpected direct is a note"
         );
         let corrupt = result(PathKind::Relay, None, false, 99);
-        assert_eq!(judge(false, 100, Ok(&corrupt)).0.len(), 2);
-        assert!(judge(false, 100, Err("boom\nmore")).0[0].ends_with("boom"));
+        assert_eq!(judge(false, 100, TEN_S, Ok(&corrupt)).0.len(), 2);
+        assert!(judge(false, 100, TEN_S, Err("boom\nmore")).0[0].ends_with("boom"));
     }
 
     #[test]

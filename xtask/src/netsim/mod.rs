@@ -107,9 +107,15 @@ struct Args {
     /// Bytes per matrix transfer.
     #[arg(long, default_value_t = 10 * 1024 * 1024)]
     size: u64,
-    /// One-way delay of every access link, in milliseconds.
-    #[arg(long, default_value_t = 10)]
+    /// One-way delay of every access link in the matrix, in milliseconds.
+    #[arg(long, default_value_t = 20)]
     delay_ms: u64,
+    /// Random loss of every access link in the matrix, each way, in percent.
+    #[arg(long, default_value_t = 2.0)]
+    loss_percent: f64,
+    /// An expected-direct pair fails when it is not direct this many milliseconds after the fetcher starts.
+    #[arg(long, default_value_t = 1000)]
+    direct_limit_ms: u64,
     /// Give up on a transfer after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
@@ -332,6 +338,8 @@ fn run(args: &Args) -> Result<bool, String> {
             pairs: pairs(args),
             size: args.size,
             delay_ms: args.delay_ms,
+            loss_percent: args.loss_percent,
+            direct_limit: Duration::from_millis(args.direct_limit_ms),
             peer: peer.clone(),
             relay_bin: relay_bin.clone(),
             relay_tls,
@@ -339,10 +347,12 @@ fn run(args: &Args) -> Result<bool, String> {
             seed: args.seed,
         };
         println!(
-            "\nmatrix: {} pairs, {} bytes each, {} ms each way per access link, peer program: {}",
+            "\nmatrix: {} pairs, {} bytes each, {} ms and {}% loss each way per access link, direct within {} ms, peer program: {}",
             options.pairs.len(),
             options.size,
             options.delay_ms,
+            options.loss_percent,
+            args.direct_limit_ms,
             peer.display()
         );
         report.matrix = matrix::run(&run, &options);
@@ -448,21 +458,17 @@ fn run(args: &Args) -> Result<bool, String> {
         );
         report.ladder = ladder::run(&run, &options);
         println!("\n{}", ladder::markdown(&report.ladder, &options));
-        report.failures.extend(
-            report
-                .ladder
-                .iter()
-                .filter(|r| !r.passed())
-                .map(|r| {
-                    format!(
-                        "ladder {} ms / {} ({}): {}",
-                        r.rung.rtt_ms,
-                        r.rung.loss,
-                        r.congestion.as_deref().unwrap_or("default cc"),
-                        r.reasons.join("; ")
-                    )
-                }),
-        );
+        report
+            .failures
+            .extend(report.ladder.iter().filter(|r| !r.passed()).map(|r| {
+                format!(
+                    "ladder {} ms / {} ({}): {}",
+                    r.rung.rtt_ms,
+                    r.rung.loss,
+                    r.congestion.as_deref().unwrap_or("default cc"),
+                    r.reasons.join("; ")
+                )
+            }));
     }
 
     report.passed = report.failures.is_empty();
@@ -563,8 +569,8 @@ mod tests {
 
     #[test]
     fn pair_selection() {
-        assert_eq!(pairs(&args(&[])).len(), 36);
-        assert_eq!(pairs(&args(&["--one-order"])).len(), 21);
+        assert_eq!(pairs(&args(&[])).len(), 49);
+        assert_eq!(pairs(&args(&["--one-order"])).len(), 28);
         assert_eq!(
             pairs(&args(&["--kinds", "home,symmetric"])),
             [

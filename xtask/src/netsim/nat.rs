@@ -7,6 +7,7 @@
 //! |---|---|---|---|
 //! | full cone | endpoint-independent, port preserved | endpoint-independent | 1:1 NAT: `snat` of the host to the WAN address, `dnat` of everything arriving on the WAN address to the host |
 //! | home | endpoint-independent (Linux keeps the source port unless taken) | address-and-port-dependent | `masquerade`; forward only replies inbound |
+//! | address-restricted | endpoint-independent | address-dependent | `masquerade`; a dynamic map learned from outbound UDP, (remote IP, our port) -> inside host, `dnat`s new inbound flows from any port of a contacted IP |
 //! | symmetric | endpoint-dependent (a random port per destination) | address-and-port-dependent | `masquerade random,fully-random` |
 //! | UDP blocked | as home for TCP | as home for TCP | home plus a drop of all forwarded UDP |
 //!
@@ -41,6 +42,9 @@ pub(crate) enum RouterNat {
     Symmetric,
     /// Masquerade, and no UDP forwarded in either direction.
     MasqueradeNoUdp,
+    /// Masquerade with address-dependent filtering: once the inside host sent UDP to an IP from a port, that
+    /// IP may send to the port from any of its ports.
+    AddressRestricted,
 }
 
 /// The ruleset of a router with WAN interface `wan` and LAN interface `lan`.
@@ -56,6 +60,35 @@ pub(crate) fn router_ruleset(nat: RouterNat, wan: &str, lan: &str) -> String {
                  \x20 chain postrouting {{\n\
                  \x20   type nat hook postrouting priority srcnat; policy accept;\n\
                  \x20   oifname \"{wan}\" ip saddr {host} snat ip to {wan_ip}\n\
+                 \x20 }}\n"
+            ));
+        }
+        RouterNat::AddressRestricted => {
+            rules.push_str(&format!(
+                "  map contacted {{\n\
+                 \x20   type ipv4_addr . inet_service : ipv4_addr\n\
+                 \x20   flags dynamic,timeout\n\
+                 \x20   timeout 120s\n\
+                 \x20 }}\n\
+                 \x20 chain prerouting {{\n\
+                 \x20   type nat hook prerouting priority dstnat; policy accept;\n\
+                 \x20   iifname \"{wan}\" meta l4proto udp dnat ip to ip saddr . udp dport map @contacted\n\
+                 \x20 }}\n\
+                 \x20 chain input {{\n\
+                 \x20   type filter hook input priority filter; policy accept;\n\
+                 \x20   iifname \"{wan}\" ct state established,related accept\n\
+                 \x20   iifname \"{wan}\" drop\n\
+                 \x20 }}\n\
+                 \x20 chain forward {{\n\
+                 \x20   type filter hook forward priority filter; policy drop;\n\
+                 \x20   iifname \"{lan}\" oifname \"{wan}\" meta l4proto udp update @contacted {{ ip daddr . udp sport : ip saddr }}\n\
+                 \x20   iifname \"{lan}\" oifname \"{wan}\" accept\n\
+                 \x20   iifname \"{wan}\" oifname \"{lan}\" ct state established,related accept\n\
+                 \x20   iifname \"{wan}\" oifname \"{lan}\" ct status dnat accept\n\
+                 \x20 }}\n\
+                 \x20 chain postrouting {{\n\
+                 \x20   type nat hook postrouting priority srcnat; policy accept;\n\
+                 \x20   oifname \"{wan}\" masquerade\n\
                  \x20 }}\n"
             ));
         }
@@ -174,6 +207,16 @@ mod tests {
             // One statement per line, balanced braces.
             assert_eq!(rules.matches('{').count(), rules.matches('}').count());
         }
+    }
+
+    #[test]
+    fn address_restricted_learns_contacted_addresses() {
+        let rules = router_ruleset(RouterNat::AddressRestricted, "w", "l");
+        assert!(rules.contains("update @contacted { ip daddr . udp sport : ip saddr }"));
+        assert!(rules.contains("dnat ip to ip saddr . udp dport map @contacted"));
+        assert!(rules.contains("ct status dnat accept"));
+        assert!(rules.contains("oifname \"w\" masquerade\n"));
+        assert_eq!(rules.matches('{').count(), rules.matches('}').count());
     }
 
     #[test]

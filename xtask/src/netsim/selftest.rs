@@ -95,7 +95,7 @@ fn mapping_ok(kind: Kind, mapping: Mapping) -> bool {
     match kind {
         Kind::Public => mapping == Mapping::None,
         Kind::FullCone => mapping == Mapping::EndpointIndependentPortPreserved,
-        Kind::Home | Kind::DoubleNat => matches!(
+        Kind::Home | Kind::DoubleNat | Kind::AddressRestricted => matches!(
             mapping,
             Mapping::EndpointIndependent | Mapping::EndpointIndependentPortPreserved
         ),
@@ -109,6 +109,7 @@ fn expected_filtering(kind: Kind) -> Filtering {
     match kind {
         Kind::Public | Kind::FullCone => Filtering::EndpointIndependent,
         Kind::Home | Kind::DoubleNat | Kind::Symmetric => Filtering::AddressAndPortDependent,
+        Kind::AddressRestricted => Filtering::AddressDependent,
         Kind::UdpBlocked => Filtering::NoUdp,
     }
 }

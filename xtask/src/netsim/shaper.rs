@@ -577,7 +577,10 @@ mod tests {
         #[allow(clippy::cast_precision_loss)]
         let rate = lost as f64 / f64::from(frames);
         let expected = burst.mean_loss(0);
-        assert!((rate - expected).abs() < expected * 0.1, "{rate} vs {expected}");
+        assert!(
+            (rate - expected).abs() < expected * 0.1,
+            "{rate} vs {expected}"
+        );
         // Bursty: a loss is followed by another far more often than the mean rate would make it.
         let pairs = losses.windows(2).filter(|w| w[0] && w[1]).count();
         #[allow(clippy::cast_precision_loss)]

@@ -67,6 +67,8 @@ pub(crate) enum Kind {
     FullCone,
     /// Linux masquerade: endpoint-independent mapping, address-and-port-dependent filtering.
     Home,
+    /// Endpoint-independent mapping, address-dependent filtering (an nftables map learned on outbound UDP).
+    AddressRestricted,
     /// Endpoint-dependent mapping (`masquerade random,fully-random`).
     Symmetric,
     /// A carrier-grade NAT in front of a home router.
@@ -77,10 +79,11 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// Every kind, in report order.
-    pub(crate) const ALL: [Kind; 6] = [
+    pub(crate) const ALL: [Kind; 7] = [
         Kind::Public,
         Kind::FullCone,
         Kind::Home,
+        Kind::AddressRestricted,
         Kind::Symmetric,
         Kind::DoubleNat,
         Kind::UdpBlocked,
@@ -92,6 +95,7 @@ impl Kind {
             Kind::Public => "public",
             Kind::FullCone => "full-cone",
             Kind::Home => "home",
+            Kind::AddressRestricted => "address-restricted",
             Kind::Symmetric => "symmetric",
             Kind::DoubleNat => "double-nat",
             Kind::UdpBlocked => "udp-blocked",
@@ -153,6 +157,8 @@ pub(crate) struct Topology<'r> {
     relay_tls: bool,
     probe: Option<NsProcess>,
     sites: Vec<Site>,
+    /// Every interface on the public segment: (namespace, interface, its addresses).
+    public_ifs: Vec<(String, String, Vec<Ipv4Addr>)>,
 }
 
 impl<'r> Topology<'r> {
@@ -173,6 +179,7 @@ impl<'r> Topology<'r> {
             relay_tls: spec.relay_tls,
             probe: None,
             sites: Vec::new(),
+            public_ifs: Vec::new(),
         };
         topo.build_all(spec)?;
         Ok(topo)
@@ -185,11 +192,15 @@ impl<'r> Topology<'r> {
         ip_in(&inet, &["link", "set", "br0", "up"])?;
         let relay_ns = self.relay_ns.clone();
         self.add_ns(&relay_ns, false)?;
-        self.veth_to_inet(&relay_ns, &[RELAY_IP])?;
+        let (relay_if, _) = self.veth_to_inet(&relay_ns, &[RELAY_IP])?;
+        self.public_ifs
+            .push((relay_ns.clone(), relay_if, vec![RELAY_IP]));
         if spec.probe_server {
             let probe_ns = self.ns_name("probe");
             self.add_ns(&probe_ns, false)?;
-            self.veth_to_inet(&probe_ns, &[PROBE_A, PROBE_B, PROBE_D])?;
+            let (probe_if, _) = self.veth_to_inet(&probe_ns, &[PROBE_A, PROBE_B, PROBE_D])?;
+            self.public_ifs
+                .push((probe_ns.clone(), probe_if, vec![PROBE_A, PROBE_B, PROBE_D]));
             self.start_probe_server(&probe_ns)?;
         }
         if spec.shaping.is_some() {
@@ -203,9 +214,93 @@ impl<'r> Topology<'r> {
                 .filter(|i| *i < 250)
                 .ok_or("too many sites")?;
             let site = self.build_site(index, *kind, spec.shaping)?;
+            self.public_ifs.push((
+                site.edge_ns.clone(),
+                site.access_ifs.0.clone(),
+                vec![site.public_ip],
+            ));
             self.sites.push(site);
         }
+        self.resolve_neighbours()?;
+        self.wait_links_up()?;
         self.start_relay()
+    }
+
+    /// Makes every host on the public segment know every other one's MAC address for good. Routers on the
+    /// internet resolved their neighbours long ago; here, a lost ARP request on a lossy access link would
+    /// hold a peer's first packets back for the one-second ARP retry, an artifact no real peer sees.
+    fn resolve_neighbours(&self) -> Result<(), String> {
+        let mut macs = Vec::new();
+        for (ns, dev, _) in &self.public_ifs {
+            let json = ip_in(ns, &["-j", "link", "show", "dev", dev])?;
+            let links: serde_json::Value =
+                serde_json::from_str(&json).map_err(|e| format!("ip -j link show {dev}: {e}"))?;
+            let mac = links[0]["address"]
+                .as_str()
+                .ok_or_else(|| format!("no MAC address for {dev} in {ns}: {json}"))?
+                .to_owned();
+            macs.push(mac);
+        }
+        for (ns, dev, _) in &self.public_ifs {
+            for ((other_ns, _, ips), mac) in self.public_ifs.iter().zip(&macs) {
+                if other_ns == ns {
+                    continue;
+                }
+                for ip in ips {
+                    ip_in(
+                        ns,
+                        &[
+                            "neigh",
+                            "replace",
+                            &ip.to_string(),
+                            "lladdr",
+                            mac,
+                            "dev",
+                            dev,
+                            "nud",
+                            "permanent",
+                        ],
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until no interface of the topology is still coming up: the kernel reports a new link's
+    /// carrier (`RUNNING`, operational state up) up to a second after it is set up, and a peer started
+    /// before that would see its own network change a second later.
+    fn wait_links_up(&self) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        for ns in &self.namespaces {
+            loop {
+                let json = ip_in(ns, &["-j", "link", "show"])?;
+                let links: serde_json::Value =
+                    serde_json::from_str(&json).map_err(|e| format!("ip -j link show: {e}"))?;
+                let waiting: Vec<String> = links
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|link| link["ifname"] != "lo")
+                    .filter(|link| {
+                        let up = link["flags"]
+                            .as_array()
+                            .is_some_and(|flags| flags.iter().any(|f| f == "UP"));
+                        let state = link["operstate"].as_str().unwrap_or("UNKNOWN");
+                        up && !matches!(state, "UP" | "UNKNOWN")
+                    })
+                    .map(|link| link["ifname"].as_str().unwrap_or("?").to_owned())
+                    .collect();
+                if waiting.is_empty() {
+                    break;
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(format!("interfaces {waiting:?} in {ns} did not come up"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
     }
 
     fn ns_name(&self, name: &str) -> String {
@@ -344,6 +439,7 @@ impl<'r> Topology<'r> {
                         host: lan_host,
                     },
                     Kind::Symmetric => RouterNat::Symmetric,
+                    Kind::AddressRestricted => RouterNat::AddressRestricted,
                     Kind::UdpBlocked => RouterNat::MasqueradeNoUdp,
                     _ => RouterNat::Masquerade,
                 };

@@ -30,7 +30,8 @@ impl Actor {
             let routes = self.sock.routes();
             for (addr, entry) in &routes.by_addr {
                 let node = match entry.owner {
-                    AddrOwner::Node(node) | AddrOwner::Alias {
+                    AddrOwner::Node(node)
+                    | AddrOwner::Alias {
                         node: Some(node), ..
                     } => node,
                     AddrOwner::Alias { node: None, .. } => continue,

@@ -25,6 +25,13 @@ pub(super) struct SimConfig {
     pub(super) relay_latency: Duration,
     pub(super) loss: f64,
     pub(super) seed: u64,
+    /// A is behind an endpoint-dependent (symmetric) NAT: its packets to B leave from
+    /// [`Sim::a_addr_for_b`], which nobody advertises, and its advertised address ([`Sim::a_addr`], the
+    /// one STUN saw) takes nothing from B. The mapping to B takes B's packets once A has sent to B.
+    pub(super) a_symmetric: bool,
+    /// B is behind an address-restricted NAT (endpoint-independent mapping, address-dependent filtering):
+    /// nothing from A's IP gets in until B has sent something to that IP.
+    pub(super) b_address_restricted: bool,
 }
 
 impl Default for SimConfig {
@@ -34,6 +41,8 @@ impl Default for SimConfig {
             relay_latency: Duration::from_millis(30),
             loss: 0.0,
             seed: 7,
+            a_symmetric: false,
+            b_address_restricted: false,
         }
     }
 }
@@ -51,6 +60,8 @@ enum Msg {
 struct Delivery {
     to_a: bool,
     via_relay: bool,
+    /// The UDP source the receiver sees.
+    from: SocketAddr,
     msg: Msg,
 }
 
@@ -84,6 +95,9 @@ pub(super) struct Sim {
     pub(super) a_pings_sent: usize,
     pub(super) a_plan_changes: usize,
     pub(super) trace: Vec<String>,
+    /// NAT state: A has sent to B from its mapping for B; B has sent to A's IP.
+    a_opened: bool,
+    b_opened: bool,
 }
 
 impl Sim {
@@ -118,6 +132,42 @@ impl Sim {
             a_pings_sent: 0,
             a_plan_changes: 0,
             trace: Vec::new(),
+            a_opened: false,
+            b_opened: false,
+        }
+    }
+
+    /// Where A's packets to B come from when A is behind a symmetric NAT.
+    pub(super) fn a_addr_for_b(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::new(198, 18, 0, 1), 1112))
+    }
+
+    /// Whether a UDP packet from A (or B) to `dst` gets through, and the source the receiver sees: the one
+    /// place the simulated NATs, the switch and the loss apply.
+    fn udp_route(&mut self, from_a: bool, dst: SocketAddr) -> Option<SocketAddr> {
+        let lost = self.config.loss > 0.0 && self.rng.gen_bool(self.config.loss);
+        if from_a {
+            if dst != self.b_addr() {
+                return None;
+            }
+            self.a_opened = true;
+            let blocked = self.config.b_address_restricted && !self.b_opened;
+            let from = if self.config.a_symmetric {
+                self.a_addr_for_b()
+            } else {
+                self.a_addr()
+            };
+            (!blocked && self.udp_up && !lost).then_some(from)
+        } else {
+            if dst.ip() == self.a_addr().ip() {
+                self.b_opened = true;
+            }
+            let reaches = if self.config.a_symmetric {
+                dst == self.a_addr_for_b() && self.a_opened
+            } else {
+                dst == self.a_addr()
+            };
+            (reaches && self.udp_up && !lost).then_some(self.b_addr())
         }
     }
 
@@ -139,6 +189,14 @@ impl Sim {
             node_addr = node_addr.with_direct_addresses([self.b_addr()]);
         }
         self.a.add_node_addr(self.now, &node_addr, Source::App);
+        self.pump();
+    }
+
+    /// Gives A another direct address for B (as discovery would), with traffic for B right after.
+    pub(super) fn a_learns(&mut self, addr: SocketAddr) {
+        let node_addr = NodeAddr::new(self.b_id).with_direct_addresses([addr]);
+        self.a.add_node_addr(self.now, &node_addr, Source::App);
+        self.a.note_activity(self.now, self.b_id);
         self.pump();
     }
 
@@ -266,11 +324,9 @@ impl Sim {
             return;
         };
         core.note_sent(now, peer, now);
-        let peer_addr = if from_a { self.b_addr() } else { self.a_addr() };
-        let lost = self.config.loss > 0.0 && self.rng.gen_bool(self.config.loss);
-        if addr != peer_addr || !self.udp_up || lost {
+        let Some(from) = self.udp_route(from_a, addr) else {
             return;
-        }
+        };
         self.seq += 1;
         self.queue.push(Reverse((
             now + self.config.udp_latency,
@@ -278,6 +334,7 @@ impl Sim {
             Delivery {
                 to_a: !from_a,
                 via_relay: false,
+                from,
                 msg: Msg::Quic,
             },
         )));
@@ -285,11 +342,11 @@ impl Sim {
 
     fn deliver(&mut self, delivery: Delivery) {
         let now = self.now;
-        let (a_addr, b_addr) = (self.a_addr(), self.b_addr());
-        let (core, sender, sender_addr) = if delivery.to_a {
-            (&mut self.a, self.b_id, b_addr)
+        let sender_addr = delivery.from;
+        let (core, sender) = if delivery.to_a {
+            (&mut self.a, self.b_id)
         } else {
-            (&mut self.b, self.a_id, a_addr)
+            (&mut self.b, self.a_id)
         };
         let from = if delivery.via_relay {
             SendAddr::Relay(self.relay.clone())
@@ -299,8 +356,8 @@ impl Sim {
         if delivery.msg != Msg::Quic {
             self.trace.push(format!(
                 "{:?} to {} via {}: {:?}",
-            now - self.start,
-            if delivery.to_a { "A" } else { "B" },
+                now - self.start,
+                if delivery.to_a { "A" } else { "B" },
                 if delivery.via_relay { "relay" } else { "udp" },
                 delivery.msg
             ));
@@ -352,6 +409,11 @@ impl Sim {
     fn send(&mut self, from_a: bool, transmit: DiscoTransmit) {
         let (dst, msg) = match transmit {
             DiscoTransmit::Ping { dst, tx_id, .. } => {
+                self.trace.push(format!(
+                    "{:?} {} pings {dst}",
+                    self.now - self.start,
+                    if from_a { "A" } else { "B" }
+                ));
                 self.pings_sent += 1;
                 self.a_pings_sent += usize::from(from_a);
                 (dst, Msg::Ping(tx_id))
@@ -366,15 +428,14 @@ impl Sim {
                 (SendAddr::Relay(relay), Msg::CallMeMaybe(addrs))
             }
         };
-        let peer_addr = if from_a { self.b_addr() } else { self.a_addr() };
-        let (via_relay, latency) = match dst {
-            SendAddr::Relay(_) => (true, self.config.relay_latency),
+        let relay_from = SocketAddr::from(([0, 0, 0, 0], 0));
+        let (via_relay, latency, from) = match dst {
+            SendAddr::Relay(_) => (true, self.config.relay_latency, relay_from),
             SendAddr::Udp(addr) => {
-                let lost = self.config.loss > 0.0 && self.rng.gen_bool(self.config.loss);
-                if addr != peer_addr || !self.udp_up || lost {
+                let Some(from) = self.udp_route(from_a, addr) else {
                     return;
-                }
-                (false, self.config.udp_latency)
+                };
+                (false, self.config.udp_latency, from)
             }
         };
         self.seq += 1;
@@ -384,6 +445,7 @@ impl Sim {
             Delivery {
                 to_a: !from_a,
                 via_relay,
+                from,
                 msg,
             },
         )));
