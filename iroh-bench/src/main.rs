@@ -43,6 +43,7 @@
 
 mod connect;
 mod memory;
+mod peak;
 mod quic_peer;
 mod relay;
 mod relay_proc;
@@ -101,13 +102,20 @@ struct Cli {
     /// Idle clients for the relay's memory per client (default 1000; --quick 100).
     #[arg(long, global = true)]
     idle_clients: Option<usize>,
-    /// Child processes per kind for idle memory (default 3; --quick 1).
+    /// Child processes per kind for idle memory, and per mode for peak memory (default 3; --quick 1).
     #[arg(long, global = true)]
     memory_reps: Option<usize>,
+    /// Bytes moved over one stream while peak memory is measured (default 256MiB; --quick 32MiB).
+    #[arg(long, global = true, value_parser = parse_size)]
+    peak_size: Option<u64>,
     /// Stream receive window of every connection in every mode (default: the Endpoint's, 8 MiB); the
     /// connection and send windows are set to twice it, as the Endpoint's defaults are.
     #[arg(long, global = true, value_parser = parse_size)]
     stream_window: Option<u64>,
+    /// Congestion controller of every connection in every mode: cubic, new-reno, bbr or model (default:
+    /// the Endpoint's).
+    #[arg(long, global = true)]
+    congestion: Option<iroh_net::congestion::CongestionControl>,
     /// Worker threads of each side's tokio runtime (the dialling side and the accepting side run on two
     /// runtimes of their own; default 1).
     #[arg(long, global = true)]
@@ -144,7 +152,7 @@ enum Measure {
     Connect,
     /// The relay server: datagrams/s and Gbit/s through it over TLS, RSS per idle client.
     Relay,
-    /// RSS of an idle endpoint against an idle raw quinn endpoint.
+    /// RSS of an idle endpoint against an idle raw quinn endpoint, and peak RSS during a transfer per mode.
     Memory,
     /// Raw quinn between two hosts (the baseline of `cargo xtask netsim`'s loss ladder).
     #[command(subcommand)]
@@ -155,6 +163,16 @@ enum Measure {
         /// Runtime worker threads (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
+    },
+    /// (Internal) move bytes in one mode and print the peak memory.
+    #[command(hide = true)]
+    PeakRss {
+        /// The mode.
+        #[arg(long, value_enum)]
+        of: Mode,
+        /// Bytes to move.
+        #[arg(long)]
+        bytes: u64,
     },
     /// (Internal) hold one idle endpoint and print its memory.
     #[command(hide = true)]
@@ -183,6 +201,7 @@ struct Plan {
     relay_secs: f64,
     idle_clients: usize,
     memory_reps: usize,
+    peak_size: u64,
     idle_ms: u64,
     side_threads: usize,
     relay_threads: Option<usize>,
@@ -230,6 +249,9 @@ impl Plan {
             relay_secs: cli.relay_secs.unwrap_or(if quick { 1.0 } else { 5.0 }),
             idle_clients: cli.idle_clients.unwrap_or(if quick { 100 } else { 1000 }),
             memory_reps: cli.memory_reps.unwrap_or(if quick { 1 } else { 3 }),
+            peak_size: cli
+                .peak_size
+                .unwrap_or(if quick { 32 << 20 } else { 256 << 20 }),
             idle_ms: if quick { 1000 } else { 2000 },
             side_threads: cli.side_threads.unwrap_or(1).max(1),
             relay_threads: cli.relay_threads,
@@ -300,6 +322,7 @@ fn main() -> ExitCode {
         Some(Measure::ServeRelay { threads }) => relay_proc::serve(*threads),
         Some(Measure::IdleRss { kind, idle_ms }) => memory::child(*kind, *idle_ms),
         Some(Measure::QuicPeer(role)) => quic_peer::main(role),
+        Some(Measure::PeakRss { of, bytes }) => peak::child(*of, *bytes),
         _ => run(&cli),
     };
     match outcome {
@@ -317,6 +340,9 @@ fn run(cli: &Cli) -> Result<()> {
         setup::set_stream_window(
             u32::try_from(window).map_err(|_| "--stream-window must be below 4 GiB")?,
         );
+    }
+    if let Some(cc) = cli.congestion {
+        setup::set_congestion(cc);
     }
     let machine = sys::Machine::describe();
     if machine.load_at_start >= 1.0 {
@@ -343,6 +369,16 @@ fn run(cli: &Cli) -> Result<()> {
         results.idle_memory = memory::measure(
             plan.memory_reps,
             plan.idle_ms,
+            relay.as_ref().map(|r| &r.info),
+        )?;
+        eprintln!(
+            "memory: peak during one stream of {} per mode, one child process each",
+            human_size(plan.peak_size)
+        );
+        results.peak_memory = peak::measure(
+            &plan.modes,
+            plan.memory_reps,
+            plan.peak_size,
             relay.as_ref().map(|r| &r.info),
         )?;
     }

@@ -96,30 +96,46 @@ pub(crate) fn child(kind: IdleKind, idle_ms: u64) -> Result<()> {
 }
 
 fn run_child(kind: IdleKind, idle_ms: u64, relay: Option<&RelayInfo>) -> Result<(u64, u64)> {
+    run_measuring_child(
+        "idle-rss",
+        &[
+            format!("--kind={}", kind_arg(kind)),
+            format!("--idle-ms={idle_ms}"),
+        ],
+        relay,
+        ANSWER,
+    )
+}
+
+/// Runs this binary as `subcommand args...` (the relay, if any, handed over in the environment) and
+/// reads its `answer` line: `<answer> <baseline KiB> <figure KiB>`.
+pub(crate) fn run_measuring_child(
+    subcommand: &str,
+    args: &[String],
+    relay: Option<&RelayInfo>,
+    answer: &str,
+) -> Result<(u64, u64)> {
     let exe = std::env::current_exe()?;
     let mut command = Command::new(exe);
-    command
-        .arg("idle-rss")
-        .arg(format!("--kind={}", kind_arg(kind)))
-        .arg(format!("--idle-ms={idle_ms}"));
+    command.arg(subcommand).args(args);
     if let Some(relay) = relay {
         command.env(RELAY_ENV, crate::relay_proc::ready_line(relay));
     }
     let output = command.output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let answer = stdout
+    let line = stdout
         .lines()
-        .find_map(|l| l.strip_prefix(ANSWER))
+        .find_map(|l| l.strip_prefix(answer))
         .ok_or_else(|| {
             format!(
-                "idle-rss {kind:?} failed: {}",
+                "{subcommand} {args:?} failed: {}",
                 String::from_utf8_lossy(&output.stderr)
             )
         })?;
-    let mut numbers = answer.split_whitespace().map(str::parse::<u64>);
+    let mut numbers = line.split_whitespace().map(str::parse::<u64>);
     match (numbers.next(), numbers.next()) {
-        (Some(Ok(baseline)), Some(Ok(idle))) => Ok((baseline, idle)),
-        _ => Err(format!("idle-rss answered {answer:?}").into()),
+        (Some(Ok(baseline)), Some(Ok(figure))) => Ok((baseline, figure)),
+        _ => Err(format!("{subcommand} answered {line:?}").into()),
     }
 }
 

@@ -9,7 +9,8 @@
 //!             "hash_ok", "rtt_ms", "lost_packets", "congestion_events", "path_changes": 0}
 //! ```
 //!
-//! Same transport config and TLS as the benchmark's raw mode ([`crate::setup`]), with the congestion
+//! Same transport config (fixed windows at the Endpoint's caps) and TLS as the benchmark's raw mode
+//! ([`crate::setup`]), with the congestion
 //! controller chosen on the command line (the sender's counts: the server sends). The server writes an
 //! endless stream in which byte `i` is `i % 251` on every bidirectional stream until the fetcher stops it;
 //! the fetcher checks every byte it reads and reports `hash_ok` false on the first wrong one.
@@ -27,7 +28,7 @@ use serde_json::json;
 
 use crate::{
     Result,
-    setup::{ALPN, raw_endpoint_on, transport},
+    setup::{ALPN, raw_endpoint_on, raw_transport},
 };
 
 /// The content's period: a prime, so that it does not line up with chunk or packet sizes.
@@ -92,7 +93,7 @@ pub(crate) fn main(role: &Role) -> Result<()> {
 }
 
 fn transport_with(congestion: Option<CongestionControl>) -> Arc<quinn::TransportConfig> {
-    let mut config = transport();
+    let mut config = raw_transport();
     if let Some(cc) = congestion {
         config.congestion_controller_factory(cc.factory());
     }

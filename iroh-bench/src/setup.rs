@@ -7,8 +7,11 @@
 //! | [`Mode::Direct`] | iroh `Endpoint` bound to 127.0.0.1 only (no IPv6), home relay connected | loopback UDP, confirmed direct |
 //! | [`Mode::Relay`] | the same `Endpoint`, all direct UDP blocked by the test filter | TLS to the relay and back |
 //!
-//! All three use the same quinn `TransportConfig` (the Endpoint's, `iroh_net::endpoint::default_transport_config`)
-//! and the same TLS: rustls with ring, ed25519 raw public keys authenticating both ends, from `iroh_net::tls`. The iroh
+//! All three use the same quinn `TransportConfig` (the Endpoint's, `iroh_net::endpoint::default_transport_config`),
+//! except for the flow-control windows: the Endpoint starts a connection's windows at 256 KiB and grows them
+//! to what the path needs, up to 16 MiB (`iroh_net::endpoint::windows`); raw quinn has no such tuner, so
+//! it gets the caps as fixed windows (8 MiB per stream, 16 MiB per connection and for sending), the best
+//! it can do here. They use the same TLS: rustls with ring, ed25519 raw public keys authenticating both ends, from `iroh_net::tls`. The iroh
 //! endpoints in both modes have the relay configured (as deployed endpoints do), so the only difference
 //! between the direct and relay-only figures is the path.
 //!
@@ -77,10 +80,22 @@ pub(crate) fn set_stream_window(bytes: u32) {
     STREAM_WINDOW.get_or_init(|| bytes);
 }
 
+/// `--congestion`: a congestion controller for every mode instead of the Endpoint's default.
+static CONGESTION: OnceLock<iroh_net::congestion::CongestionControl> = OnceLock::new();
+
+/// Sets the congestion controller of every connection made from now on. Only the first call counts.
+pub(crate) fn set_congestion(cc: iroh_net::congestion::CongestionControl) {
+    CONGESTION.get_or_init(|| cc);
+}
+
 /// The transport config of every connection in every mode: the Endpoint's default
-/// ([`iroh_net::endpoint::default_transport_config`]), plus `--stream-window` if given.
+/// ([`iroh_net::endpoint::default_transport_config`]), plus `--stream-window` and `--congestion` if
+/// given.
 pub(crate) fn transport() -> TransportConfig {
     let mut config = iroh_net::endpoint::default_transport_config();
+    if let Some(cc) = CONGESTION.get() {
+        config.congestion_controller_factory(cc.factory());
+    }
     if let Some(&window) = STREAM_WINDOW.get() {
         config.stream_receive_window(window.into());
         config.send_window(u64::from(window) * 2);
@@ -126,11 +141,23 @@ pub(crate) fn raw_endpoint_on(
     )?)
 }
 
-/// The raw quinn server config for `key`: iroh's TLS and the shared transport config.
+/// The transport config of raw quinn: [`transport`] with fixed windows at the Endpoint's caps (raw quinn
+/// has no window tuner), unless `--stream-window` set them.
+pub(crate) fn raw_transport() -> TransportConfig {
+    let mut config = transport();
+    if STREAM_WINDOW.get().is_none() {
+        let window = iroh_net::endpoint::DEFAULT_CONNECTION_WINDOW;
+        config.receive_window(window.into());
+        config.send_window(window.into());
+    }
+    config
+}
+
+/// The raw quinn server config for `key`: iroh's TLS and [`raw_transport`].
 pub(crate) fn raw_server_config(key: &SecretKey) -> Result<quinn::ServerConfig> {
     let crypto = tls::make_server_config(key, vec![ALPN.to_vec()], false)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(transport()));
+    config.transport_config(Arc::new(raw_transport()));
     Ok(config)
 }
 
@@ -141,6 +168,10 @@ pub(crate) async fn iroh_endpoint(relay: Option<&RelayInfo>) -> Result<Endpoint>
         .bind_addr_v4(loopback())
         .bind_addr_v6(None)
         .transport_config(transport());
+    if STREAM_WINDOW.get().is_some() {
+        // Fixed windows for every mode, as asked.
+        builder = builder.window_tuning(None);
+    }
     if let Some(relay) = relay {
         builder = builder
             .relay_mode(RelayMode::Custom(relay.map()))
@@ -267,7 +298,7 @@ impl Bed {
     }
 
     /// A new connection from `dialler` to the server (handshake complete).
-    pub(crate) async fn connect(&self, dialler: &Side) -> Result<quinn::Connection> {
+    pub(crate) async fn connect(&self, dialler: &Side) -> Result<BenchConn> {
         match (&self.server, dialler) {
             (
                 Side::Raw { endpoint, key },
@@ -279,7 +310,7 @@ impl Bed {
                 let crypto =
                     tls::make_client_config(own, key.public(), vec![ALPN.to_vec()], false)?;
                 let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-                config.transport_config(Arc::new(transport()));
+                config.transport_config(Arc::new(raw_transport()));
                 let conn = client
                     .connect_with(
                         config,
@@ -287,7 +318,7 @@ impl Bed {
                         &tls::server_name(&key.public()),
                     )?
                     .await?;
-                Ok(conn)
+                Ok(BenchConn::Raw(conn))
             }
             (Side::Iroh(server), Side::Iroh(client)) => {
                 let mut addr = NodeAddr::new(server.node_id());
@@ -297,7 +328,7 @@ impl Bed {
                 if self.mode == Mode::Direct {
                     addr = addr.with_direct_addresses(server.bound_sockets());
                 }
-                Ok(client.connect(addr, ALPN).await?.into_quinn())
+                Ok(BenchConn::Iroh(client.connect(addr, ALPN).await?))
             }
             _ => Err("dialler and server of different kinds".into()),
         }
@@ -342,8 +373,29 @@ impl Bed {
     }
 }
 
+/// A connection of either kind. An Endpoint's stays an [`iroh_net::endpoint::Connection`], whose window
+/// tuning runs only while it lives.
+#[derive(Debug, Clone)]
+pub(crate) enum BenchConn {
+    /// Raw quinn.
+    Raw(quinn::Connection),
+    /// Through an Endpoint.
+    Iroh(iroh_net::endpoint::Connection),
+}
+
+impl std::ops::Deref for BenchConn {
+    type Target = quinn::Connection;
+
+    fn deref(&self) -> &quinn::Connection {
+        match self {
+            Self::Raw(conn) => conn,
+            Self::Iroh(conn) => conn,
+        }
+    }
+}
+
 /// Reads every bidirectional stream of `conn` to its end and answers with the byte count.
-fn sink(conn: quinn::Connection) {
+fn sink(conn: BenchConn) {
     tokio::spawn(async move {
         while let Ok((mut send, mut recv)) = conn.accept_bi().await {
             tokio::spawn(async move {
@@ -363,7 +415,7 @@ fn serve_iroh(endpoint: Endpoint) {
         while let Some(incoming) = endpoint.accept().await {
             tokio::spawn(async move {
                 if let Ok(conn) = incoming.accept().await {
-                    sink(conn.into_quinn());
+                    sink(BenchConn::Iroh(conn));
                 }
             });
         }
@@ -375,7 +427,7 @@ fn serve_raw(endpoint: quinn::Endpoint) {
         while let Some(incoming) = endpoint.accept().await {
             tokio::spawn(async move {
                 if let Ok(conn) = incoming.await {
-                    sink(conn);
+                    sink(BenchConn::Raw(conn));
                 }
             });
         }

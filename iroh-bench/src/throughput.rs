@@ -126,7 +126,7 @@ pub(crate) struct ShapeThroughput {
 struct Lane<'a> {
     bed: &'a Bed,
     diallers: Vec<Side>,
-    conns: Vec<quinn::Connection>,
+    conns: Vec<crate::setup::BenchConn>,
     rates: Vec<f64>,
     cpu: f64,
     relay_cpu: f64,
@@ -207,7 +207,7 @@ impl<'a> Lane<'a> {
         let relay_cpu_before = relay_pid.map(|p| cpu_seconds(Some(p))).transpose()?;
         let cpu_before = cpu_seconds(None)?;
         let path_before = self.quic_counters();
-        let (stop, sampler) = sample_path(self.conns[0].clone());
+        let (stop, sampler) = sample_path((*self.conns[0]).clone());
         let start = Instant::now();
         let mut tasks = JoinSet::new();
         for (index, bytes) in shape.jobs(size) {

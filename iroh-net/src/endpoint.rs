@@ -29,6 +29,7 @@
 //! its remote NodeId and ALPN.
 
 mod connection;
+pub mod windows;
 
 use std::{
     collections::BTreeSet,
@@ -50,7 +51,10 @@ use tokio::{
 };
 use tracing::Instrument;
 
-pub use self::connection::{AcceptError, ConnectError, Connection, Incoming};
+pub use self::{
+    connection::{AcceptError, ConnectError, Connection, Incoming},
+    windows::WindowTuning,
+};
 pub use crate::{
     magicsock::{BindError, DirectFilter, SocketStats},
     net_report::{NetReportConfig, RelayMap, RelayMapError, RelayNode},
@@ -78,8 +82,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// The stream receive window of the default transport config (quinn's own is 1.25 MB).
 pub const DEFAULT_STREAM_RECEIVE_WINDOW: u32 = 8 * 1024 * 1024;
-/// The connection receive window (all streams together) and the send window of the default transport
-/// config (quinn's own are unbounded and 10 MB).
+/// The most the connection receive window (all streams together) and the send window grow to under the
+/// default [`WindowTuning`] (quinn's own fixed windows are unbounded and 10 MB).
 pub const DEFAULT_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// The transport config an [`Endpoint`] uses unless [`Builder::transport_config`] gives another: quinn's
@@ -89,18 +93,23 @@ pub const DEFAULT_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 ///   the window per round trip, which a relayed path (TCP and TLS twice, a few ms under load) or a long
 ///   one (1.25 MB per 100 ms is 100 Mbit/s) hits well before the link's rate;
 /// - the congestion controller [`CongestionControl::DEFAULT`](crate::congestion::CongestionControl::DEFAULT);
-/// - a connection receive window and send window of [`DEFAULT_CONNECTION_WINDOW`]: what one peer can make
-///   this end buffer for a connection is bounded (quinn's default leaves the connection window unbounded,
-///   so 200 unread streams could hold 250 MB), and a stream can fill its window.
+/// - a connection receive window and send window of [`WindowTuning::default`]'s initial 256 KiB, which the
+///   Endpoint grows per connection to what its path needs, up to [`DEFAULT_CONNECTION_WINDOW`] (see
+///   [`windows`]): what one peer can make this end buffer for a connection is bounded, and bounded small
+///   unless the connection moves data fast (quinn's default leaves the connection window unbounded, so
+///   200 unread streams could hold 250 MB).
 ///
 /// The windows are limits, not allocations: memory is used only for data in flight or unread.
 pub fn default_transport_config() -> TransportConfig {
+    let tuning = WindowTuning::default();
     let mut config = TransportConfig::default();
     config
         .keep_alive_interval(Some(DEFAULT_KEEP_ALIVE))
         .stream_receive_window(DEFAULT_STREAM_RECEIVE_WINDOW.into())
-        .receive_window(DEFAULT_CONNECTION_WINDOW.into())
-        .send_window(DEFAULT_CONNECTION_WINDOW.into())
+        .receive_window(
+            quinn::VarInt::from_u64(tuning.initial_receive).unwrap_or(quinn::VarInt::MAX),
+        )
+        .send_window(tuning.initial_send)
         .congestion_controller_factory(crate::congestion::CongestionControl::DEFAULT.factory());
     config
 }
@@ -180,6 +189,7 @@ pub struct Builder {
     connect_timeout: Duration,
     keylog: bool,
     relay_idle: Duration,
+    window_tuning: Option<WindowTuning>,
 }
 
 impl fmt::Debug for Builder {
@@ -208,6 +218,7 @@ impl Default for Builder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             keylog: false,
             relay_idle: DEFAULT_RELAY_IDLE,
+            window_tuning: Some(WindowTuning::default()),
         }
     }
 }
@@ -292,6 +303,16 @@ impl Builder {
         self
     }
 
+    /// How each connection's receive and send windows are sized (see [`windows`]): they start small and
+    /// grow with what the connection's path needs. Default: [`WindowTuning::default`]. With `None`, the
+    /// windows of the transport config stay as they are for the connection's life (give a
+    /// [`Builder::transport_config`] with the windows you want: the default transport config's are the
+    /// small initial ones).
+    pub fn window_tuning(mut self, tuning: Option<WindowTuning>) -> Self {
+        self.window_tuning = tuning;
+        self
+    }
+
     /// Writes TLS secrets to the file named by `SSLKEYLOGFILE`, for Wireshark. Never in production.
     pub fn keylog(mut self, keylog: bool) -> Self {
         self.keylog = keylog;
@@ -358,6 +379,7 @@ impl Builder {
                 transport,
                 keylog: self.keylog,
                 connect_timeout: self.connect_timeout,
+                window_tuning: self.window_tuning,
                 watchers,
                 shutdown,
                 closed: AtomicBool::new(false),
@@ -399,6 +421,7 @@ struct Inner {
     transport: Arc<TransportConfig>,
     keylog: bool,
     connect_timeout: Duration,
+    window_tuning: Option<WindowTuning>,
     watchers: Arc<Watchers>,
     /// Dropping it (with the last `Endpoint`) stops the actor too.
     shutdown: watch::Sender<bool>,
@@ -538,7 +561,7 @@ impl Endpoint {
             conn.close(0u32.into(), b"wrong node");
             return Err(ConnectError::WrongNodeId { expected: node });
         }
-        Ok(conn)
+        Ok(conn.tune_windows(self.inner.window_tuning))
     }
 
     /// Replaces the protocols this endpoint accepts (those given to [`Builder::alpns`]); with none, it
@@ -556,7 +579,12 @@ impl Endpoint {
 
     /// The next incoming connection attempt; `None` once the endpoint is closed.
     pub async fn accept(&self) -> Option<Incoming> {
-        self.inner.quinn.accept().await.map(Incoming::new)
+        let tuning = self.inner.window_tuning;
+        self.inner
+            .quinn
+            .accept()
+            .await
+            .map(|incoming| Incoming::new(incoming, tuning))
     }
 
     /// The local addresses of our UDP sockets (IPv4, then IPv6 if bound).

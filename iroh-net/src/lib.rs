@@ -21,7 +21,16 @@
 //!   relay clients, driven by an actor that owns the path and net report cores.
 //! - [`endpoint`] (feature `quic`): [`Endpoint`](endpoint::Endpoint) with its builder, `connect` /
 //!   `accept`, [`Connection`](endpoint::Connection) (remote NodeId and ALPN), and watchers of the home
-//!   relay, our direct addresses and the connection type per remote node.
+//!   relay, our direct addresses and the connection type per remote node; [`endpoint::windows`] sizes
+//!   each connection's flow-control windows to what its path needs (small for a reader that stalls).
+//! - [`congestion`] (feature `quic`): the congestion controllers an Endpoint can use, and its default,
+//!   [`congestion::model`]: a model-based controller (delivery rate and minimum RTT) that does not back off
+//!   on isolated random loss, so a lossy direct path is not slower than the relay it replaces.
+//!
+//! Paths stay trusted while authenticated traffic (QUIC included, not only disco pongs) arrives on them; a
+//! path that goes silent while we send on it is probed at once and dropped for the relay within about a
+//! second. Holepunching probes every candidate every 25 ms for its first half second, answers a
+//! call-me-maybe with pings and a call-me-maybe of its own, and backs off for peers that never go direct.
 //!
 //! # Structured events
 //!

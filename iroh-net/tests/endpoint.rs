@@ -605,26 +605,29 @@ async fn busy_port_is_a_clear_error() {
     .unwrap();
 }
 
-/// What a peer can make an endpoint buffer for one connection is the default connection window, however
-/// many streams it opens and however big its own send window; nothing is lost once the reader reads.
+/// What a peer can make an endpoint buffer for one connection is its connection window (the initial one,
+/// since the reader never reads), however many streams it opens and however big its own send window;
+/// nothing is lost once the reader reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unread_streams_buffer_at_most_the_connection_window() {
-    use iroh_net::endpoint::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_RECEIVE_WINDOW};
+    use iroh_net::endpoint::{DEFAULT_STREAM_RECEIVE_WINDOW, WindowTuning};
     const STREAMS: u64 = 4;
     init_tracing();
     tokio::time::timeout(Duration::from_secs(120), async {
-        let window = u64::from(DEFAULT_CONNECTION_WINDOW);
+        // A reader that reads nothing never lets the Endpoint grow the connection window.
+        let window = WindowTuning::default().initial_receive;
         let per_stream = u64::from(DEFAULT_STREAM_RECEIVE_WINDOW);
         assert!(
             STREAMS * per_stream > window,
             "the streams together must exceed the window"
         );
-        // The sender would send everything if the receiver let it.
+        // The sender would send everything if the receiver let it (a fixed, large send window).
         let mut greedy = iroh_net::endpoint::default_transport_config();
         greedy.send_window(STREAMS * per_stream * 2);
         let a = Endpoint::builder()
             .alpns(vec![ALPN.to_vec()])
             .transport_config(greedy)
+            .window_tuning(None)
             .bind()
             .await
             .unwrap();
@@ -666,11 +669,16 @@ async fn unread_streams_buffer_at_most_the_connection_window() {
             last < window * 11 / 10,
             "took in more than the window allows: {last}"
         );
-        // Reading releases the window; every stream arrives whole.
-        let mut seen = std::collections::HashSet::new();
+        // Reading releases the window; every stream arrives whole. The streams are read side by side: a
+        // window smaller than what the peer writes ahead cannot carry a reader that takes them one by one.
+        let mut readers = JoinSet::new();
         for _ in 0..STREAMS {
             let mut recv = b_conn.accept_uni().await.unwrap();
-            let data = recv.read_to_end(usize::MAX).await.unwrap();
+            readers.spawn(async move { recv.read_to_end(usize::MAX).await.unwrap() });
+        }
+        let mut seen = std::collections::HashSet::new();
+        while let Some(data) = readers.join_next().await {
+            let data = data.unwrap();
             let s = (0..STREAMS)
                 .find(|&s| data == chunk(7, s, per_stream as usize))
                 .expect("a stream arrived altered");

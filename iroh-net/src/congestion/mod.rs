@@ -13,7 +13,7 @@
 //! // Endpoint::builder().transport_config(transport) ...
 //! ```
 
-mod model;
+pub mod model;
 #[cfg(test)]
 mod tests;
 

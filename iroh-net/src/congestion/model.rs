@@ -83,6 +83,10 @@ const FULL_BW_ROUNDS: u32 = 3;
 const MAX_SENT_RECORDS: usize = 1 << 16;
 /// A round-trip sample within this share of the minimum refreshes it.
 const MIN_RTT_TOLERANCE: f64 = 1.05;
+/// The least round trip the model plans with. Below it (loopback, a LAN) the measured minimum says more
+/// about the hosts' scheduling than the path: a window of bandwidth x 50 us stalls the sender whenever the
+/// receiver's thread is late by a millisecond, while a millisecond of queue costs nobody anything.
+const MIN_MODEL_RTT: Duration = Duration::from_millis(1);
 
 /// Settings of [`ModelController`].
 #[derive(Debug, Clone)]
@@ -359,7 +363,7 @@ impl Model {
 
     /// The bandwidth-delay product estimate, bytes.
     pub fn bdp(&self) -> Option<u64> {
-        let rtt = self.min_rtt?;
+        let rtt = self.min_rtt?.max(MIN_MODEL_RTT);
         let bw = self.bandwidth();
         (bw > 0).then(|| mul_duration(bw, rtt))
     }
@@ -502,7 +506,7 @@ impl Model {
             let bw = self.bandwidth();
             let queued = match (self.round_min_rtt, self.min_rtt) {
                 (Some(round), Some(min)) => {
-                    round.as_secs_f64() > min.as_secs_f64() * STARTUP_QUEUE_RTT
+                    round.as_secs_f64() > min.max(MIN_MODEL_RTT).as_secs_f64() * STARTUP_QUEUE_RTT
                 }
                 _ => false,
             };

@@ -19,6 +19,8 @@ pub struct Connection {
     inner: quinn::Connection,
     remote_node_id: NodeId,
     alpn: Vec<u8>,
+    /// The window tuner runs while a clone of this connection lives.
+    tuner: Option<std::sync::Arc<super::windows::TunerGuard>>,
 }
 
 impl Connection {
@@ -29,7 +31,14 @@ impl Connection {
             inner,
             remote_node_id,
             alpn,
+            tuner: None,
         })
+    }
+
+    /// Starts sizing this connection's windows with `tuning` (see [`super::windows`]).
+    pub(crate) fn tune_windows(mut self, tuning: Option<super::WindowTuning>) -> Self {
+        self.tuner = super::windows::spawn(&self.inner, tuning).map(std::sync::Arc::new);
+        self
     }
 
     /// The NodeId the remote proved in the TLS handshake.
@@ -47,7 +56,8 @@ impl Connection {
         &self.inner
     }
 
-    /// Unwraps the quinn connection.
+    /// Unwraps the quinn connection. Its windows keep the size they have now (the Endpoint sizes them
+    /// only while a [`Connection`] clone lives).
     pub fn into_quinn(self) -> quinn::Connection {
         self.inner
     }
@@ -68,11 +78,12 @@ impl Deref for Connection {
 #[derive(Debug)]
 pub struct Incoming {
     inner: quinn::Incoming,
+    tuning: Option<super::WindowTuning>,
 }
 
 impl Incoming {
-    pub(crate) fn new(inner: quinn::Incoming) -> Self {
-        Self { inner }
+    pub(crate) fn new(inner: quinn::Incoming, tuning: Option<super::WindowTuning>) -> Self {
+        Self { inner, tuning }
     }
 
     /// Completes the handshake. The remote's NodeId and the protocol are known once it returns.
@@ -83,7 +94,8 @@ impl Incoming {
             .map_err(AcceptError::Connection)?
             .await
             .map_err(AcceptError::Connection)?;
-        Connection::new(conn).map_err(AcceptError::Identity)
+        let conn = Connection::new(conn).map_err(AcceptError::Identity)?;
+        Ok(conn.tune_windows(self.tuning))
     }
 
     /// Refuses the attempt with a `CONNECTION_REFUSED` close.

@@ -8,6 +8,7 @@
 //! ```text
 //! cargo xtask netsim --self-test                 # is the simulated internet right? (~30 s)
 //! cargo xtask netsim                             # self-test, NAT matrix, fault scenarios, with the stand-in peer
+//! cargo xtask netsim --peer-cmd target/debug/examples/transfer --ladder full --ladder-cc cubic,bbr,model
 //! cargo xtask netsim --peer-cmd target/debug/examples/transfer --json-out netsim.json
 //! cargo xtask netsim --pairs home:symmetric,symmetric:home --no-faults
 //! cargo xtask netsim --cleanup                   # remove what crashed runs left behind
@@ -18,22 +19,25 @@
 //! - [`topo`]: builds one internet (relay, sites of the chosen [`topo::Kind`]s, optional probe server) and
 //!   tears it down when dropped; [`nat`] holds the router rulesets; [`sys`] runs commands and processes in
 //!   namespaces and guarantees teardown (drop, panic, SIGINT/SIGTERM, `--cleanup`).
-//! - [`shaper`]: the user-space link shaper (delay, jitter, seeded loss; this kernel has no netem), measured
-//!   by [`measure`].
+//! - [`shaper`]: the user-space link shaper (delay, jitter, seeded random or Gilbert-Elliott bursty loss;
+//!   this kernel has no netem), measured by [`measure`].
 //! - [`selftest`]: STUN probes per NAT kind (mapping and filtering), the shaper's figures, the fault
 //!   machinery. Every matrix run starts with it (skip with `--skip-self-test`): a matrix on a wrong internet
 //!   would prove nothing.
 //! - [`matrix`]: every ordered pair of kinds in a fresh topology, judged against [`matrix::expect_direct`];
-//!   [`faults`]: direct path dropped and restored, relay killed and restarted, 2% loss at 100 ms.
-//! - [`contract`]: the peer-program interface (flags and JSON lines); [`peer`] is the stand-in that follows
-//!   it until the real transfer example exists, and [`transfer`] runs a provider and a fetcher.
+//!   [`faults`]: direct path dropped and restored, relay killed and restarted, 2% loss at 100 ms;
+//!   [`ladder`]: goodput direct, relay-only and raw quinn, and RTT under load, on a rate-limited link with
+//!   random and bursty loss at 40 and 100 ms.
+//! - [`contract`]: the peer-program interface (flags and JSON lines); [`peer`] is a stand-in that follows
+//!   it (CI drives the real `transfer` example), and [`transfer`] runs a provider and a fetcher.
 //! - [`probe`]: the network probes the self-test runs inside the namespaces.
 //!
 //! Output: markdown on standard output, and everything as JSON with `--json-out FILE`. The exit code is
 //! non-zero on any failure; the run directory with every log is then kept and named.
 //!
-//! Time on 2 cores: self-test about 30 s; the full matrix (36 pairs of 10 MiB) a few minutes; faults about
-//! a minute and a half. Not yet part of `cargo xtask ci`; when it is, `--self-test` is the quick check.
+//! Time on 2 cores with the transfer example: self-test about 30 s; the matrix (49 pairs of 20 MB, as CI
+//! runs it) about 5 minutes; faults about a minute and a half; the short ladder (5 rungs, 3 modes, 8 s
+//! each) about 2.5 minutes. `cargo xtask ci` runs all of it.
 //! `cargo test -p xtask --test netsim -- --ignored` runs the self-test as a test (root and a built relay
 //! needed; see `xtask/tests/netsim.rs`).
 
@@ -95,7 +99,8 @@ struct Args {
     /// Extra arguments for every fetcher, after the contract's.
     #[arg(long, allow_hyphen_values = true)]
     fetch_args: Option<String>,
-    /// Kinds in the matrix (default: all): public, full-cone, home, symmetric, double-nat, udp-blocked.
+    /// Kinds in the matrix (default: all): public, full-cone, home, address-restricted, symmetric,
+    /// double-nat, udp-blocked.
     #[arg(long, value_delimiter = ',')]
     kinds: Vec<Kind>,
     /// Explicit PROVIDER:FETCHER pairs instead of all pairs of --kinds.
