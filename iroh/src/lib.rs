@@ -66,7 +66,7 @@ pub use iroh_net::{
     congestion::CongestionControl,
     endpoint::{
         AcceptError, BindError, Builder as EndpointBuilder, ConnectError, Connection, Endpoint,
-        Incoming, RelayMode, RemoteInfo, default_transport_config,
+        Incoming, RelayMode, RemoteInfo, WindowTuning, default_transport_config,
     },
     paths::ConnectionType,
     quinn,
