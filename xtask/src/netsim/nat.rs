@@ -47,9 +47,22 @@ pub(crate) enum RouterNat {
     AddressRestricted,
 }
 
+/// A router's input chain: from the WAN only replies reach the router itself, so an early holepunch
+/// cannot leave a conntrack entry on it that would make masquerade pick another port.
+fn input_chain(wan: &str) -> String {
+    format!(
+        "  chain input {{\n\
+         \x20   type filter hook input priority filter; policy accept;\n\
+         \x20   iifname \"{wan}\" ct state established,related accept\n\
+         \x20   iifname \"{wan}\" drop\n\
+         \x20 }}\n"
+    )
+}
+
 /// The ruleset of a router with WAN interface `wan` and LAN interface `lan`.
 pub(crate) fn router_ruleset(nat: RouterNat, wan: &str, lan: &str) -> String {
     let mut rules = format!("table ip {TABLE} {{\n");
+    let input = input_chain(wan);
     match nat {
         RouterNat::FullCone { wan_ip, host } => {
             rules.push_str(&format!(
@@ -74,11 +87,7 @@ pub(crate) fn router_ruleset(nat: RouterNat, wan: &str, lan: &str) -> String {
                  \x20   type nat hook prerouting priority dstnat; policy accept;\n\
                  \x20   iifname \"{wan}\" meta l4proto udp dnat ip to ip saddr . udp dport map @contacted\n\
                  \x20 }}\n\
-                 \x20 chain input {{\n\
-                 \x20   type filter hook input priority filter; policy accept;\n\
-                 \x20   iifname \"{wan}\" ct state established,related accept\n\
-                 \x20   iifname \"{wan}\" drop\n\
-                 \x20 }}\n\
+                 {input}\
                  \x20 chain forward {{\n\
                  \x20   type filter hook forward priority filter; policy drop;\n\
                  \x20   iifname \"{lan}\" oifname \"{wan}\" meta l4proto udp update @contacted {{ ip daddr . udp sport : ip saddr }}\n\
@@ -104,11 +113,7 @@ pub(crate) fn router_ruleset(nat: RouterNat, wan: &str, lan: &str) -> String {
                 ""
             };
             rules.push_str(&format!(
-                "  chain input {{\n\
-                 \x20   type filter hook input priority filter; policy accept;\n\
-                 \x20   iifname \"{wan}\" ct state established,related accept\n\
-                 \x20   iifname \"{wan}\" drop\n\
-                 \x20 }}\n\
+                "{input}\
                  \x20 chain forward {{\n\
                  \x20   type filter hook forward priority filter; policy drop;\n\
                  {no_udp}\
