@@ -29,6 +29,7 @@
 //! its remote NodeId and ALPN.
 
 mod connection;
+mod discover;
 pub mod windows;
 
 use std::{
@@ -39,7 +40,7 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use iroh_base::{NodeAddr, NodeId, RelayUrl, SecretKey};
@@ -55,18 +56,19 @@ pub use self::{
     connection::{AcceptError, ConnectError, Connection, Incoming},
     windows::WindowTuning,
 };
-pub use crate::{
-    magicsock::{BindError, DirectFilter, SocketStats},
-    net_report::{NetReportConfig, RelayMap, RelayMapError, RelayNode},
-    paths::{ConnectionType, PathConfig, PathInfo, Source},
-};
 use crate::{
+    discovery::{ConcurrentDiscovery, Discovery},
     magicsock::{
         actor::{Actor, ActorConfig, ActorMsg, DEFAULT_RELAY_IDLE, RelayTls, Watchers},
         socket::MagicSock,
         udp::UdpSockets,
     },
     tls,
+};
+pub use crate::{
+    magicsock::{BindError, DirectFilter, SocketStats},
+    net_report::{NetReportConfig, RelayMap, RelayMapError, RelayNode},
+    paths::{ConnectionType, PathConfig, PathInfo, Source},
 };
 
 /// Messages the actor's inbox holds.
@@ -142,6 +144,8 @@ pub struct RemoteInfo {
     pub node_id: NodeId,
     /// Its relay, if known.
     pub relay_url: Option<RelayUrl>,
+    /// Where the relay URL came from: the application, a discovery service (by name), the node itself.
+    pub relay_source: Option<Source>,
     /// How packets to it go now.
     pub conn_type: ConnectionType,
     /// The round-trip time of the direct path in use (or of the best path that answered), if any.
@@ -167,6 +171,7 @@ impl RemoteInfo {
         Self {
             node_id: info.node_id,
             relay_url: info.relay_url,
+            relay_source: info.relay_source,
             conn_type: info.conn_type,
             latency,
             paths: info.paths,
@@ -190,6 +195,7 @@ pub struct Builder {
     keylog: bool,
     relay_idle: Duration,
     window_tuning: Option<WindowTuning>,
+    discovery: ConcurrentDiscovery,
 }
 
 impl fmt::Debug for Builder {
@@ -199,6 +205,7 @@ impl fmt::Debug for Builder {
             .field("relay_mode", &self.relay_mode)
             .field("bind_v4", &self.bind_v4)
             .field("bind_v6", &self.bind_v6)
+            .field("discovery", &self.discovery.names())
             .finish_non_exhaustive()
     }
 }
@@ -219,11 +226,32 @@ impl Default for Builder {
             keylog: false,
             relay_idle: DEFAULT_RELAY_IDLE,
             window_tuning: Some(WindowTuning::default()),
+            discovery: ConcurrentDiscovery::new(),
         }
     }
 }
 
 impl Builder {
+    /// Uses this discovery service alone, replacing any added before (see [`crate::discovery`]).
+    pub fn discovery(mut self, service: impl Discovery) -> Self {
+        self.discovery = ConcurrentDiscovery::new();
+        self.discovery.add(service);
+        self
+    }
+
+    /// Adds a discovery service: every service publishes our addressing, and dialling a node with no
+    /// usable address resolves it through all of them at once (see [`crate::discovery`]).
+    pub fn add_discovery(mut self, service: impl Discovery) -> Self {
+        self.discovery.add(service);
+        self
+    }
+
+    /// Removes every discovery service (the default: none).
+    pub fn clear_discovery(mut self) -> Self {
+        self.discovery = ConcurrentDiscovery::new();
+        self
+    }
+
     /// The node's secret key, its identity. Default: a new random key.
     pub fn secret_key(mut self, secret_key: SecretKey) -> Self {
         self.secret_key = Some(secret_key);
@@ -358,7 +386,16 @@ impl Builder {
             Arc::clone(&watchers),
         );
         let span = tracing::debug_span!("magicsock", me = %node_id.fmt_short());
-        let actor = tokio::spawn(actor.run().instrument(span));
+        let actor = tokio::spawn(actor.run().instrument(span.clone()));
+        let discovery = (!self.discovery.is_empty()).then(|| Arc::new(self.discovery));
+        if let Some(discovery) = &discovery {
+            let publish = discover::publish_loop(
+                Arc::clone(discovery),
+                Arc::clone(&watchers),
+                shutdown.subscribe(),
+            );
+            tokio::spawn(publish.instrument(span));
+        }
         let quinn = match quinn::Endpoint::new_with_abstract_socket(
             endpoint_config,
             server_config,
@@ -380,6 +417,7 @@ impl Builder {
                 keylog: self.keylog,
                 connect_timeout: self.connect_timeout,
                 window_tuning: self.window_tuning,
+                discovery,
                 watchers,
                 shutdown,
                 closed: AtomicBool::new(false),
@@ -422,6 +460,7 @@ struct Inner {
     keylog: bool,
     connect_timeout: Duration,
     window_tuning: Option<WindowTuning>,
+    discovery: Option<Arc<ConcurrentDiscovery>>,
     watchers: Arc<Watchers>,
     /// Dropping it (with the last `Endpoint`) stops the actor too.
     shutdown: watch::Sender<bool>,
@@ -502,21 +541,20 @@ impl Endpoint {
     }
 
     async fn register(&self, addr: NodeAddr) -> Result<Option<SocketAddr>, ConnectError> {
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .sock
-            .actor_tx
-            .send(ActorMsg::AddNodeAddr { addr, reply })
-            .await
-            .map_err(|_| ConnectError::Closed)?;
-        answer.await.map_err(|_| ConnectError::Closed)
+        discover::register(&self.inner.sock.actor_tx, addr, Source::App).await
     }
 
     /// Connects to a node for protocol `alpn`.
     ///
-    /// The connection starts at once over the paths the address gives (and those already known); the
-    /// first disco pings are sent before quinn's first packet, so a direct address is confirmed within
-    /// about one round trip.
+    /// `addr` is a [`NodeAddr`] or a bare [`NodeId`]. The connection starts at once over the paths the
+    /// address gives (and those already known); the first disco pings are sent before quinn's first
+    /// packet, so a direct address is confirmed within about one round trip.
+    ///
+    /// With no usable address (a bare NodeId of a node not met before), the endpoint's discovery
+    /// services resolve it, all at once, and the connection starts with the first answer that gives a
+    /// path; later answers still add addresses. Everything, discovery included, stays within the connect
+    /// timeout. When addresses are known but no direct path to the node is confirmed (they may be stale),
+    /// discovery runs in the background beside the dial.
     pub async fn connect(
         &self,
         addr: impl Into<NodeAddr>,
@@ -530,10 +568,22 @@ impl Endpoint {
         if self.is_closed() {
             return Err(ConnectError::Closed);
         }
-        let mapped = self
-            .register(addr)
-            .await?
-            .ok_or(ConnectError::NoAddress(node))?;
+        let timeout = self.inner.connect_timeout;
+        let deadline = Instant::now() + timeout;
+        let actor_tx = &self.inner.sock.actor_tx;
+        let mapped = match (self.register(addr).await?, &self.inner.discovery) {
+            (Some(mapped), Some(discovery)) => {
+                if !self.direct_confirmed(node) {
+                    discover::resolve_in_background(discovery, actor_tx, node, deadline);
+                }
+                mapped
+            }
+            (Some(mapped), None) => mapped,
+            (None, Some(discovery)) => {
+                discover::resolve_for_connect(discovery, actor_tx, node, deadline).await?
+            }
+            (None, None) => return Err(ConnectError::NoAddress(node)),
+        };
         let crypto = tls::make_client_config(
             &self.inner.secret_key,
             node,
@@ -547,8 +597,7 @@ impl Endpoint {
             .quinn
             .connect_with(config, mapped, &tls::server_name(&node))
             .map_err(ConnectError::from_start)?;
-        let timeout = self.inner.connect_timeout;
-        let conn = match tokio::time::timeout(timeout, connecting).await {
+        let conn = match tokio::time::timeout_at(deadline.into(), connecting).await {
             Err(_) => return Err(ConnectError::Timeout(timeout)),
             Ok(Err(error)) => {
                 return Err(ConnectError::from_connection(error, node, alpn, timeout));
@@ -562,6 +611,14 @@ impl Endpoint {
             return Err(ConnectError::WrongNodeId { expected: node });
         }
         Ok(conn.tune_windows(self.inner.window_tuning))
+    }
+
+    /// Whether a direct path to `node` is in use now.
+    fn direct_confirmed(&self, node: NodeId) -> bool {
+        matches!(
+            *self.inner.watchers.conn_type(node).borrow(),
+            ConnectionType::Direct(_) | ConnectionType::Mixed(..)
+        )
     }
 
     /// Replaces the protocols this endpoint accepts (those given to [`Builder::alpns`]); with none, it

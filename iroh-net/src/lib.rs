@@ -63,6 +63,9 @@ pub mod congestion;
 pub mod disco;
 #[cfg(feature = "quic")]
 #[cfg_attr(iroh_docsrs, doc(cfg(feature = "quic")))]
+pub mod discovery;
+#[cfg(feature = "quic")]
+#[cfg_attr(iroh_docsrs, doc(cfg(feature = "quic")))]
 pub mod endpoint;
 pub mod magicsock;
 pub mod net_report;

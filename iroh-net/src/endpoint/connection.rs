@@ -126,6 +126,17 @@ pub enum ConnectError {
     /// one, or enable relays).
     #[error("no address known for node {0}")]
     NoAddress(NodeId),
+    /// Discovery found no usable address for the node: every service answered without one, or the
+    /// connect timeout ran out first. The errors say what each service tried.
+    #[error("no address for {node}: {errors}{}", timed_out.map(|t| format!(" (gave up after {} ms)", t.as_millis())).unwrap_or_default())]
+    Discovery {
+        /// The node dialled.
+        node: NodeId,
+        /// What each service that answered said.
+        errors: crate::discovery::DiscoveryErrors,
+        /// Set when the connect timeout ended the search (services may still have been running).
+        timed_out: Option<Duration>,
+    },
     /// The NodeId dialled is our own (caller misuse).
     #[error("cannot connect to ourselves")]
     SelfConnect,

@@ -93,6 +93,8 @@ pub(crate) enum ActorMsg {
     /// path to it is known. Sent once the first pings are out.
     AddNodeAddr {
         addr: NodeAddr,
+        /// Where the application got it: itself, or a discovery service.
+        source: Source,
         reply: oneshot::Sender<Option<SocketAddr>>,
     },
     /// What the path core knows about a node.
@@ -358,8 +360,12 @@ impl Actor {
                     reporter.request_report(now, crate::net_report::ReportReason::RelayFailed(url));
                 }
             }
-            ActorMsg::AddNodeAddr { addr, reply } => {
-                let mapped = self.add_node_addr(now, addr);
+            ActorMsg::AddNodeAddr {
+                addr,
+                source,
+                reply,
+            } => {
+                let mapped = self.add_node_addr(now, addr, source);
                 // The reply waits until the pings this caused are sent.
                 self.drain();
                 reply.send(mapped).ok();
@@ -430,7 +436,12 @@ impl Actor {
 
     /// Learns a node's addresses and notes activity (which starts holepunching). Returns its mapped address
     /// if some path to it is known.
-    fn add_node_addr(&mut self, now: Instant, mut addr: NodeAddr) -> Option<SocketAddr> {
+    fn add_node_addr(
+        &mut self,
+        now: Instant,
+        mut addr: NodeAddr,
+        source: Source,
+    ) -> Option<SocketAddr> {
         let node = addr.node_id;
         if self.relay_map.is_none() {
             addr.relay_url = None;
@@ -440,7 +451,7 @@ impl Actor {
             .iter()
             .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
             .collect();
-        self.paths.add_node_addr(now, &addr, Source::App);
+        self.paths.add_node_addr(now, &addr, source);
         self.paths.note_activity(now, node);
         {
             let mut routes = self.sock.routes_mut();

@@ -211,7 +211,7 @@ impl Paths {
             .entry(addr.node_id)
             .or_insert_with(|| NodeState::new(addr.node_id));
         if let Some(url) = &addr.relay_url {
-            node.set_relay_url(url.clone());
+            node.set_relay_url(url.clone(), source);
         }
         let mut new_addrs = Vec::new();
         for direct in &addr.direct_addresses {

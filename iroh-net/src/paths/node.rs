@@ -110,6 +110,7 @@ struct SentPing {
 pub(super) struct NodeState {
     node_id: NodeId,
     relay_url: Option<RelayUrl>,
+    relay_source: Option<Source>,
     paths: BTreeMap<SocketAddr, PathState>,
     /// The direct path we prefer; traffic uses it alone while it is trusted.
     best: Option<SocketAddr>,
@@ -138,6 +139,7 @@ impl NodeState {
         Self {
             node_id,
             relay_url: None,
+            relay_source: None,
             paths: BTreeMap::new(),
             best: None,
             pings: HashMap::new(),
@@ -158,8 +160,9 @@ impl NodeState {
         self.relay_url.as_ref()
     }
 
-    pub(super) fn set_relay_url(&mut self, url: RelayUrl) {
+    pub(super) fn set_relay_url(&mut self, url: RelayUrl, source: Source) {
         self.relay_url = Some(url);
+        self.relay_source = Some(source);
     }
 
     /// Adds or refreshes a candidate address. Returns whether it is new.
@@ -268,6 +271,7 @@ impl NodeState {
             SendAddr::Relay(url) => {
                 if self.relay_url.is_none() {
                     self.relay_url = Some(url.clone());
+                    self.relay_source = Some(Source::PeerReflexive);
                 }
                 None
             }
@@ -340,6 +344,7 @@ impl NodeState {
         let config = cx.config;
         if self.relay_url.is_none() {
             self.relay_url = Some(relay.clone());
+            self.relay_source = Some(Source::CallMeMaybe);
         }
         for addr in addrs {
             self.add_candidate(now, *addr, Source::CallMeMaybe, config);
@@ -692,6 +697,7 @@ impl NodeState {
         NodeInfo {
             node_id: self.node_id,
             relay_url: self.relay_url.clone(),
+            relay_source: self.relay_source,
             paths: self
                 .paths
                 .iter()

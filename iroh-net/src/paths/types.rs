@@ -17,8 +17,8 @@ pub enum Source {
     PeerReflexive,
     /// The application passed it in a `NodeAddr`.
     App,
-    /// A discovery service published it.
-    Discovery,
+    /// A discovery service found it; the name is the service's (`"dns"`, `"pkarr"`, `"static"`, ...).
+    Discovery(&'static str),
     /// The node listed it in a call-me-maybe message.
     CallMeMaybe,
 }
@@ -162,6 +162,8 @@ pub struct NodeInfo {
     pub node_id: NodeId,
     /// Its relay, if known.
     pub relay_url: Option<RelayUrl>,
+    /// Where the relay URL came from.
+    pub relay_source: Option<Source>,
     /// Its direct paths.
     pub paths: Vec<PathInfo>,
     /// How packets go now.

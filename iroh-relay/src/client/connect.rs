@@ -10,29 +10,21 @@
 //! Bytes the server sends right after its `101` (usually the challenge, often in the same TCP segment) are
 //! kept: hyper hands them back with the upgraded stream and they seed the frame reader.
 
-use std::{
-    fmt, io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{fmt, io, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use hickory_resolver::TokioResolver;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use iroh_base::{NodeId, RelayUrl, SecretKey};
-use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf},
-    net::TcpStream,
-};
+use rustls::pki_types::CertificateDer;
+use tokio::io::{ReadHalf, WriteHalf};
 use tracing::debug;
-use url::Host;
 
-use super::{ConnectError, SendError, tls};
+use super::{
+    ConnectError, SendError,
+    dial::{Dialer, HttpStream},
+};
 use crate::{
     io::{FrameReader, FrameWriter, ReadError},
     protos::{
@@ -44,9 +36,6 @@ use crate::{
 
 /// The default bound on a whole connect: DNS, TCP, TLS, HTTP and the handshake.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a TCP attempt runs alone before the next one starts beside it (RFC 8305's "Connection Attempt
-/// Delay", which recommends 250 ms).
-const TCP_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 /// How much of an error response's body is kept for the error message.
 const ERROR_BODY_LIMIT: usize = 512;
 /// How long to wait for an error response's body.
@@ -150,12 +139,17 @@ pub async fn connect_once(options: &ConnectOptions) -> Result<Connection, Connec
 #[derive(Debug)]
 pub(crate) struct Connector {
     options: ConnectOptions,
-    tls: Option<Result<Arc<rustls::ClientConfig>, rustls::Error>>,
+    dialer: Dialer,
 }
 
 impl Connector {
     pub(crate) fn new(options: ConnectOptions) -> Self {
-        Self { options, tls: None }
+        let dialer = Dialer::new(
+            options.extra_roots.clone(),
+            options.insecure_skip_cert_verify,
+            options.dns_resolver.clone(),
+        );
+        Self { options, dialer }
     }
 
     pub(crate) fn options(&self) -> &ConnectOptions {
@@ -172,33 +166,7 @@ impl Connector {
 
     async fn connect_unbounded(&mut self) -> Result<Connection, ConnectError> {
         let url = self.options.url.clone();
-        let host = url.host().ok_or_else(|| ConnectError::Dns {
-            host: String::new(),
-            source: "the relay URL has no host".into(),
-        })?;
-        let port = url.port_or_known_default().unwrap_or(80);
-        let addrs = self.resolve(&host, port).await?;
-        let tcp = connect_tcp(&addrs).await?;
-        let stream = if url.is_tls() {
-            let config = self
-                .tls
-                .get_or_insert_with(|| {
-                    tls::client_config(
-                        &self.options.extra_roots,
-                        self.options.insecure_skip_cert_verify,
-                    )
-                })
-                .clone()
-                .map_err(|e| ConnectError::Tls(io::Error::other(e)))?;
-            let name = server_name(&host)?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await
-                .map_err(ConnectError::Tls)?;
-            RelayStream::Tls(Box::new(tls))
-        } else {
-            RelayStream::Plain(tcp)
-        };
+        let stream = self.dialer.dial(url.as_url()).await?;
         let (stream, read_buf) =
             upgrade(stream, &url, self.options.bearer_token.as_deref()).await?;
         let (read, write) = tokio::io::split(stream);
@@ -217,134 +185,15 @@ impl Connector {
             writer: ConnectionWriter { frames: writer },
         })
     }
-
-    async fn resolve(
-        &mut self,
-        host: &Host<&str>,
-        port: u16,
-    ) -> Result<Vec<SocketAddr>, ConnectError> {
-        let name = match *host {
-            Host::Ipv4(ip) => return Ok(vec![SocketAddr::new(ip.into(), port)]),
-            Host::Ipv6(ip) => return Ok(vec![SocketAddr::new(ip.into(), port)]),
-            Host::Domain(name) => name,
-        };
-        if is_localhost(name) {
-            return Ok(vec![
-                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
-                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port),
-            ]);
-        }
-        let dns_error = |source: super::BoxError| ConnectError::Dns {
-            host: name.to_owned(),
-            source,
-        };
-        let resolver = match &self.options.dns_resolver {
-            Some(resolver) => resolver.clone(),
-            None => {
-                let resolver = system_resolver().map_err(dns_error)?;
-                self.options.dns_resolver = Some(resolver.clone());
-                resolver
-            }
-        };
-        let lookup = resolver
-            .lookup_ip(name)
-            .await
-            .map_err(|e| dns_error(Box::new(e)))?;
-        let addrs: Vec<SocketAddr> = lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect();
-        if addrs.is_empty() {
-            return Err(dns_error("no addresses".into()));
-        }
-        debug!(host = name, ?addrs, "resolved relay host");
-        Ok(addrs)
-    }
-}
-
-/// `localhost` and its subdomains always mean this machine (RFC 6761, section 6.3): no DNS query.
-fn is_localhost(name: &str) -> bool {
-    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-    name == "localhost" || name.ends_with(".localhost")
-}
-
-/// A resolver from the system configuration, or, where there is none (containers without
-/// `/etc/resolv.conf`), one that asks Cloudflare's public servers.
-fn system_resolver() -> Result<TokioResolver, super::BoxError> {
-    match TokioResolver::builder_tokio() {
-        Ok(builder) => Ok(builder.build()?),
-        Err(error) => {
-            debug!(%error, "no system DNS configuration, using public resolvers");
-            let config = hickory_resolver::config::ResolverConfig::udp_and_tcp(
-                &hickory_resolver::config::CLOUDFLARE,
-            );
-            Ok(TokioResolver::builder_with_config(config, Default::default()).build()?)
-        }
-    }
-}
-
-/// Connects to the first of `addrs` that answers, Happy Eyeballs style (RFC 8305 section 5): the addresses
-/// are tried in order, a new attempt every [`TCP_ATTEMPT_DELAY`] (or at once when the running ones have
-/// failed) while earlier ones keep running; the first to connect wins and the others are dropped. After
-/// the last address comes one more attempt to the first: a lost SYN costs TCP a one-second retransmission
-/// timeout, where a second SYN a quarter of a second later usually gets through (Chrome's "backup connect
-/// job" does the same).
-async fn connect_tcp(addrs: &[SocketAddr]) -> Result<TcpStream, ConnectError> {
-    let plan: Vec<SocketAddr> = addrs.iter().chain(addrs.first()).copied().collect();
-    let mut attempts = tokio::task::JoinSet::new();
-    let mut next = 0;
-    let mut last_error = None;
-    loop {
-        if attempts.is_empty() {
-            let Some(&addr) = plan.get(next) else {
-                break;
-            };
-            next += 1;
-            attempts.spawn(async move { (addr, TcpStream::connect(addr).await) });
-        }
-        let more = next < plan.len();
-        let done = tokio::select! {
-            done = attempts.join_next() => done,
-            () = tokio::time::sleep(TCP_ATTEMPT_DELAY), if more => {
-                let addr = plan[next];
-                next += 1;
-                attempts.spawn(async move { (addr, TcpStream::connect(addr).await) });
-                continue;
-            }
-        };
-        match done {
-            Some(Ok((_, Ok(stream)))) => {
-                // Frames are coalesced by the writer; Nagle would only add latency.
-                stream.set_nodelay(true).ok();
-                return Ok(stream);
-            }
-            Some(Ok((addr, Err(source)))) => {
-                debug!(%addr, %source, "TCP connect failed");
-                last_error = Some(ConnectError::Tcp { addr, source });
-            }
-            // A panicked or cancelled attempt: nothing to report but that it failed.
-            Some(Err(_)) | None => {}
-        }
-    }
-    Err(last_error.unwrap_or_else(|| ConnectError::Dns {
-        host: String::new(),
-        source: "no addresses".into(),
-    }))
-}
-
-fn server_name(host: &Host<&str>) -> Result<ServerName<'static>, ConnectError> {
-    match *host {
-        Host::Ipv4(ip) => Ok(ServerName::IpAddress(IpAddr::V4(ip).into())),
-        Host::Ipv6(ip) => Ok(ServerName::IpAddress(IpAddr::V6(ip).into())),
-        Host::Domain(name) => ServerName::try_from(name.to_owned())
-            .map_err(|e| ConnectError::Tls(io::Error::new(io::ErrorKind::InvalidInput, e))),
-    }
 }
 
 /// Sends `GET /relay` asking to upgrade and returns the upgraded stream with the bytes hyper read past
 /// the response.
 async fn upgrade(
-    stream: RelayStream,
+    stream: HttpStream,
     url: &RelayUrl,
     bearer_token: Option<&str>,
-) -> Result<(RelayStream, Bytes), ConnectError> {
+) -> Result<(HttpStream, Bytes), ConnectError> {
     let http_error = |e: hyper::Error| ConnectError::Http(Box::new(e));
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
@@ -397,7 +246,7 @@ async fn upgrade(
     }
     let upgraded = hyper::upgrade::on(response).await.map_err(http_error)?;
     let parts = upgraded
-        .downcast::<TokioIo<RelayStream>>()
+        .downcast::<TokioIo<HttpStream>>()
         .map_err(|_| ConnectError::Http("the upgraded stream has an unexpected type".into()))?;
     Ok((parts.io.into_inner(), parts.read_buf))
 }
@@ -415,8 +264,8 @@ async fn error_body(response: http::Response<hyper::body::Incoming>) -> String {
 
 /// Runs the client side of the handshake over the fresh stream.
 async fn login(
-    reader: &mut FrameReader<ReadHalf<RelayStream>>,
-    writer: &mut FrameWriter<WriteHalf<RelayStream>>,
+    reader: &mut FrameReader<ReadHalf<HttpStream>>,
+    writer: &mut FrameWriter<WriteHalf<HttpStream>>,
     secret_key: &SecretKey,
     timeout: Duration,
 ) -> Result<(), ConnectError> {
@@ -468,7 +317,7 @@ impl Connection {
 /// The receiving half of a [`Connection`].
 #[derive(Debug)]
 pub struct ConnectionReader {
-    pub(crate) frames: FrameReader<ReadHalf<RelayStream>>,
+    pub(crate) frames: FrameReader<ReadHalf<HttpStream>>,
 }
 
 impl ConnectionReader {
@@ -484,7 +333,7 @@ impl ConnectionReader {
 /// The sending half of a [`Connection`].
 #[derive(Debug)]
 pub struct ConnectionWriter {
-    pub(crate) frames: FrameWriter<WriteHalf<RelayStream>>,
+    pub(crate) frames: FrameWriter<WriteHalf<HttpStream>>,
 }
 
 impl ConnectionWriter {
@@ -511,123 +360,11 @@ impl ConnectionWriter {
     }
 }
 
-/// The byte stream under the frames: TCP, or TLS over TCP.
-#[derive(Debug)]
-pub(crate) enum RelayStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for RelayStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for RelayStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(stream) => stream.is_write_vectored(),
-            Self::Tls(stream) => stream.is_write_vectored(),
-        }
-    }
-}
-
 /// Aborts a spawned task when dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn localhost_names_never_reach_dns() {
-        assert!(is_localhost("localhost"));
-        assert!(is_localhost("LOCALHOST."));
-        assert!(is_localhost("relay.localhost"));
-        assert!(!is_localhost("localhost.example.org"));
-        assert!(!is_localhost("notlocalhost"));
-    }
-
-    #[tokio::test]
-    async fn ip_literals_and_localhost_resolve_without_a_resolver() {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            let key = SecretKey::from_bytes(&[1; 32]);
-            let mut connector = Connector::new(ConnectOptions::new(
-                "http://127.0.0.1:1".parse().unwrap(),
-                key,
-            ));
-            let v4 = connector
-                .resolve(&Host::Ipv4(Ipv4Addr::new(192, 0, 2, 1)), 80)
-                .await;
-            assert_eq!(v4.unwrap(), vec!["192.0.2.1:80".parse().unwrap()]);
-            let v6 = connector
-                .resolve(&Host::Ipv6(Ipv6Addr::LOCALHOST), 443)
-                .await;
-            assert_eq!(v6.unwrap(), vec!["[::1]:443".parse().unwrap()]);
-            let local = connector.resolve(&Host::Domain("localhost"), 3340).await;
-            assert_eq!(
-                local.unwrap(),
-                vec![
-                    "127.0.0.1:3340".parse().unwrap(),
-                    "[::1]:3340".parse().unwrap()
-                ]
-            );
-            assert!(
-                connector.options().dns_resolver.is_none(),
-                "no resolver was built"
-            );
-        })
-        .await
-        .unwrap();
     }
 }

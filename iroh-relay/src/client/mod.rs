@@ -61,8 +61,10 @@ use crate::protos::frame::{Datagrams, Frame, StatusCode};
 mod backoff;
 mod conn;
 mod connect;
+mod dial;
 mod driver;
 mod error;
+pub mod pkarr;
 mod tls;
 
 pub use self::{

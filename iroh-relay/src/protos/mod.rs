@@ -1,9 +1,11 @@
-//! The relay protocol, version 1: the wire format ([`frame`]) and the login handshake ([`handshake`]).
+//! The relay protocol, version 1: the wire format ([`frame`]) and the login handshake ([`handshake`]);
+//! and the signed discovery records a relay's discovery service stores and serves ([`discovery`]).
 //!
 //! Transport: TCP, then TLS for `https` relay URLs (plain for `http`, meant for development), then an
 //! HTTP/1.1 `GET /relay` with `Connection: Upgrade` and `Upgrade: iroh-relay-v1`, answered by
 //! `101 Switching Protocols`. From then on the stream carries [`frame::Frame`]s.
 
+pub mod discovery;
 pub mod frame;
 pub mod handshake;
 

@@ -1,0 +1,179 @@
+//! Dialling by NodeId alone, on loopback: through the static address book, through a discovery service
+//! that finds nothing (the error says what was tried), and through the real discovery server of
+//! `iroh-relay` (publish over HTTP, resolve over DNS and over HTTP).
+//!
+//! Every test runs under a timeout.
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::time::{Duration, Instant};
+
+use iroh_base::{NodeAddr, SecretKey};
+use iroh_net::{
+    discovery::{
+        Discovery, DiscoveryError, DiscoveryErrorKind, DiscoveryStream,
+        static_provider::StaticProvider,
+    },
+    endpoint::{ConnectError, Endpoint, Source},
+};
+
+const ALPN: &[u8] = b"iroh-net-discovery-test/0";
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init()
+        .ok();
+}
+
+async fn listener() -> Endpoint {
+    Endpoint::builder()
+        .alpns(vec![ALPN.to_vec()])
+        .bind()
+        .await
+        .unwrap()
+}
+
+/// Accepts one connection and echoes one stream.
+fn echo(endpoint: &Endpoint) -> tokio::task::JoinHandle<()> {
+    let endpoint = endpoint.clone();
+    tokio::spawn(async move {
+        let conn = endpoint.accept().await.unwrap().accept().await.unwrap();
+        let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+        let data = recv.read_to_end(1024).await.unwrap();
+        send.write_all(&data).await.unwrap();
+        send.finish().unwrap();
+        conn.closed().await;
+    })
+}
+
+async fn round_trip(conn: &iroh_net::endpoint::Connection) {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(b"hello by node id").await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(recv.read_to_end(1024).await.unwrap(), b"hello by node id");
+}
+
+#[tokio::test]
+async fn bare_node_id_through_the_static_address_book() {
+    init_tracing();
+    tokio::time::timeout(TIMEOUT, async {
+        let server = listener().await;
+        let book = StaticProvider::new();
+        let client = Endpoint::builder()
+            .add_discovery(book.clone())
+            .bind()
+            .await
+            .unwrap();
+        // Unknown yet: the book has nothing, and there is no other service.
+        let error = client.connect(server.node_id(), ALPN).await.unwrap_err();
+        assert!(matches!(error, ConnectError::NoAddress(_)), "{error}");
+
+        // Filled after the endpoint was built, through a clone of the book.
+        let addrs = server
+            .bound_sockets()
+            .into_iter()
+            .map(|a| std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.port()));
+        book.add_node_addr(NodeAddr::new(server.node_id()).with_direct_addresses(addrs.take(1)));
+        let accept = echo(&server);
+        let conn = client.connect(server.node_id(), ALPN).await.unwrap();
+        round_trip(&conn).await;
+        let info = client.remote_info(server.node_id()).await.unwrap();
+        assert!(
+            info.paths
+                .iter()
+                .any(|p| p.sources.contains(&Source::Discovery("static"))),
+            "the address shows where it came from: {:?}",
+            info.paths
+        );
+        conn.close(0u32.into(), b"done");
+        accept.await.unwrap();
+        client.close().await;
+        server.close().await;
+    })
+    .await
+    .unwrap();
+}
+
+/// A service that never finds anything, after a delay.
+#[derive(Debug)]
+struct Nothing(&'static str, Duration);
+
+impl Discovery for Nothing {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn resolve(&self, _node: iroh_base::NodeId) -> Option<DiscoveryStream> {
+        let (name, delay) = (self.0, self.1);
+        Some(Box::pin(futures_util::stream::once(async move {
+            let started = Instant::now();
+            tokio::time::sleep(delay).await;
+            Err(DiscoveryError::new(
+                name,
+                started,
+                DiscoveryErrorKind::NotFound("NXDOMAIN"),
+            ))
+        })))
+    }
+}
+
+#[tokio::test]
+async fn nothing_found_says_what_was_tried_and_a_hang_ends_at_the_connect_timeout() {
+    init_tracing();
+    tokio::time::timeout(TIMEOUT, async {
+        let peer = SecretKey::generate().public();
+        let client = Endpoint::builder()
+            .add_discovery(Nothing("dns", Duration::from_millis(20)))
+            .add_discovery(Nothing("pkarr", Duration::from_millis(5)))
+            .bind()
+            .await
+            .unwrap();
+        let error = client.connect(peer, ALPN).await.unwrap_err();
+        let text = error.to_string();
+        assert!(
+            matches!(
+                error,
+                ConnectError::Discovery {
+                    timed_out: None,
+                    ..
+                }
+            ),
+            "{text}"
+        );
+        assert!(
+            text.starts_with(&format!("no address for {peer}: ")),
+            "{text}"
+        );
+        assert!(text.contains("dns: NXDOMAIN after"), "{text}");
+        assert!(text.contains("pkarr: NXDOMAIN after"), "{text}");
+        client.close().await;
+
+        // A service slower than the connect timeout: the dial ends at the timeout, saying so.
+        let slow = Endpoint::builder()
+            .add_discovery(Nothing("dns", Duration::from_secs(60)))
+            .connect_timeout(Duration::from_millis(300))
+            .bind()
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let error = slow.connect(peer, ALPN).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        assert!(
+            matches!(
+                error,
+                ConnectError::Discovery {
+                    timed_out: Some(_),
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("gave up after"), "{error}");
+        slow.close().await;
+    })
+    .await
+    .unwrap();
+}
