@@ -177,3 +177,156 @@ async fn nothing_found_says_what_was_tried_and_a_hang_ends_at_the_connect_timeou
     .await
     .unwrap();
 }
+
+mod with_server {
+    use iroh_net::{
+        discovery::{
+            dns::DnsDiscovery,
+            pkarr::{PkarrPublisher, PkarrResolver},
+        },
+        endpoint::{RelayMap, RelayMode, RelayNode},
+    };
+    use iroh_relay::server::{DiscoveryConfig, Server, ServerConfig, discovery::DEV_ORIGIN};
+
+    use super::*;
+
+    /// A relay with discovery (DNS on a free port) on 127.0.0.1, plain HTTP.
+    async fn relay_with_discovery() -> Server {
+        let discovery = DiscoveryConfig::new(DEV_ORIGIN, Some("127.0.0.1:0".parse().unwrap()));
+        Server::spawn(ServerConfig::dev().with_discovery(Some(discovery)))
+            .await
+            .unwrap()
+    }
+
+    fn relay_map(server: &Server) -> RelayMap {
+        let stun = server.stun_addr().unwrap().port();
+        RelayMap::from_node(RelayNode::with_stun_port(server.relay_url(), stun))
+    }
+
+    /// An endpoint on `relay` that publishes to `discovery` and resolves through its DNS (or HTTP).
+    async fn node(relay: &Server, discovery: &Server, dns: bool) -> Endpoint {
+        let key = SecretKey::generate();
+        let base = discovery.discovery_url().unwrap();
+        let mut builder = Endpoint::builder()
+            .secret_key(key.clone())
+            .alpns(vec![ALPN.to_vec()])
+            .relay_mode(RelayMode::Custom(relay_map(relay)))
+            .add_discovery(PkarrPublisher::new(key, base.clone()));
+        builder = if dns {
+            let origin = DEV_ORIGIN.parse().unwrap();
+            let server = discovery.dns_addr().unwrap();
+            builder.add_discovery(DnsDiscovery::with_name_server(origin, server).unwrap())
+        } else {
+            builder.add_discovery(PkarrResolver::new(base))
+        };
+        let endpoint = builder.bind().await.unwrap();
+        endpoint
+            .home_relay()
+            .wait_for(Option::is_some)
+            .await
+            .unwrap();
+        endpoint
+    }
+
+    /// Waits until `endpoint`'s record on `server` names `relay`.
+    async fn published(server: &Server, endpoint: &Endpoint, relay: &Server) {
+        let client =
+            iroh_relay::client::pkarr::PkarrClient::builder(server.discovery_url().unwrap())
+                .build();
+        loop {
+            if let Ok(record) = client.fetch(endpoint.node_id()).await
+                && record.record().unwrap().relay_url() == Some(&relay.relay_url())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn dial_by_node_id(dns: bool) {
+        init_tracing();
+        tokio::time::timeout(TIMEOUT, async {
+            let relay = relay_with_discovery().await;
+            let server = node(&relay, &relay, dns).await;
+            let client = node(&relay, &relay, dns).await;
+            published(&relay, &server, &relay).await;
+            let accept = echo(&server);
+            let conn = client.connect(server.node_id(), ALPN).await.unwrap();
+            round_trip(&conn).await;
+            let info = client.remote_info(server.node_id()).await.unwrap();
+            let service = if dns { "dns" } else { "pkarr" };
+            assert_eq!(
+                info.relay_source,
+                Some(Source::Discovery(service)),
+                "{info:?}"
+            );
+            assert_eq!(info.relay_url, Some(relay.relay_url()));
+            conn.close(0u32.into(), b"done");
+            accept.await.unwrap();
+            client.close().await;
+            server.close().await;
+            relay.shutdown().await;
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn bare_node_id_through_dns_discovery() {
+        dial_by_node_id(true).await;
+    }
+
+    #[tokio::test]
+    async fn bare_node_id_through_http_discovery() {
+        dial_by_node_id(false).await;
+    }
+
+    /// A node that moves to another relay is found at the new one: its old record named the first
+    /// relay, which no longer has it; the dialler, knowing nothing, resolves the new record.
+    #[tokio::test]
+    async fn a_node_that_moves_is_found_at_its_new_relay() {
+        init_tracing();
+        tokio::time::timeout(TIMEOUT, async {
+            let discovery = relay_with_discovery().await;
+            let second = Server::spawn(ServerConfig::dev()).await.unwrap();
+            let mover = node(&discovery, &discovery, true).await;
+            published(&discovery, &mover, &discovery).await;
+            let mover_key = mover.secret_key().clone();
+            mover.close().await;
+
+            // The same node comes back on the other relay, with no direct path the dialler could use.
+            let base = discovery.discovery_url().unwrap();
+            let moved = Endpoint::builder()
+                .secret_key(mover_key.clone())
+                .alpns(vec![ALPN.to_vec()])
+                .relay_mode(RelayMode::Custom(relay_map(&second)))
+                .add_discovery(PkarrPublisher::new(mover_key, base))
+                .bind()
+                .await
+                .unwrap();
+            moved.home_relay().wait_for(Option::is_some).await.unwrap();
+            moved.set_direct_filter(Some(std::sync::Arc::new(|_| true)));
+            published(&discovery, &moved, &second).await;
+
+            let dialler = node(&discovery, &discovery, true).await;
+            dialler.set_direct_filter(Some(std::sync::Arc::new(|_| true)));
+            let accept = echo(&moved);
+            let conn = dialler.connect(moved.node_id(), ALPN).await.unwrap();
+            round_trip(&conn).await;
+            let info = dialler.remote_info(moved.node_id()).await.unwrap();
+            assert_eq!(
+                info.relay_url,
+                Some(second.relay_url()),
+                "found at the new relay"
+            );
+            conn.close(0u32.into(), b"done");
+            accept.await.unwrap();
+            dialler.close().await;
+            moved.close().await;
+            second.shutdown().await;
+            discovery.shutdown().await;
+        })
+        .await
+        .unwrap();
+    }
+}

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::Parser;
-use iroh_relay::server::{Server, ServerConfig, config::FileConfig};
+use iroh_relay::server::{DiscoveryConfig, Server, ServerConfig, config::FileConfig};
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -25,8 +25,10 @@ const DEV_METRICS: SocketAddr =
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Development mode: plain HTTP relay on 127.0.0.1:3340, STUN on 127.0.0.1:3478 (UDP) and metrics on
-    /// http://127.0.0.1:9090/metrics; everyone allowed, no rate limit. Not for production.
+    /// Development mode: plain HTTP relay on 127.0.0.1:3340, STUN on 127.0.0.1:3478 (UDP), metrics on
+    /// http://127.0.0.1:9090/metrics, and discovery (publish endpoint on the relay listener, DNS on
+    /// 127.0.0.1:5300 UDP and TCP for the origin iroh.test, records in memory); everyone allowed, no
+    /// rate limit. Not for production.
     #[arg(long, conflicts_with = "config")]
     dev: bool,
 
@@ -39,7 +41,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            // hickory-server logs every DNS answer at info.
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -70,7 +74,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", path.display()))?,
         None => ServerConfig::new(DEV_RELAY)
             .with_stun_bind(Some(DEV_STUN))
-            .with_metrics_bind(Some(DEV_METRICS)),
+            .with_metrics_bind(Some(DEV_METRICS))
+            .with_discovery(Some(DiscoveryConfig::dev())),
     };
     if config.tls.is_none() && !cli.dev {
         warn!("no [tls] section: serving plain HTTP, which is meant for development only");
@@ -86,6 +91,12 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
     if let Some(metrics) = server.metrics_addr() {
         info!("metrics on http://{metrics}/metrics");
+    }
+    if let Some(url) = server.discovery_url() {
+        info!("discovery: publish endpoint {url} (records at {url}pkarr/<node id>)");
+    }
+    if let (Some(dns), Some(origin)) = (server.dns_addr(), server.discovery_origin()) {
+        info!("discovery: DNS on {dns} (UDP and TCP) for the origin {origin}");
     }
     signals.wait().await;
     server.shutdown().await;

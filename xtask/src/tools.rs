@@ -36,6 +36,16 @@ const TOOLS: &[Tool] = &[
         used_for: "rate limits in the NAT simulation (cargo xtask netsim)",
     },
     Tool {
+        program: "dig",
+        package: "bind9-dnsutils",
+        used_for: "discovery DNS interop tests (an independent DNS client reads our records)",
+    },
+    Tool {
+        program: "dnsperf",
+        package: "dnsperf",
+        used_for: "the discovery DNS server benchmark (iroh-bench dns)",
+    },
+    Tool {
         program: "sysctl",
         package: "procps",
         used_for: "forwarding and IPv6 settings of the NAT simulation's namespaces",

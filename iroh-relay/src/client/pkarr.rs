@@ -23,10 +23,7 @@ use url::Url;
 use super::{BoxError, ConnectError, connect::AbortOnDrop, dial::Dialer};
 use crate::protos::discovery::{MAX_SIGNED_RECORD_LEN, RecordError, SignedRecord};
 
-/// The path segment under the base URL that holds records.
-pub const PKARR_PATH: &str = "pkarr";
-/// The content type of a record body (the pkarr relay payload).
-pub const PKARR_CONTENT_TYPE: &str = "application/pkarr.org/relays#payload";
+pub use crate::protos::discovery::{PKARR_CONTENT_TYPE, PKARR_PATH};
 /// The default bound on one request: connect, send, answer.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much of an error response's body is kept for the error message.

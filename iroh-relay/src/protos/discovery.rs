@@ -69,6 +69,10 @@ pub const IROH_TXT_LABEL: &str = "_iroh";
 /// resolvers may cache it that long (iroh's own cache at most 30 s, so that a node that moved is found
 /// again soon).
 pub const DEFAULT_TTL_SECS: u32 = 300;
+/// The path segment under a publish endpoint's base URL that holds records: `<base>/pkarr/<z32 id>`.
+pub const PKARR_PATH: &str = "pkarr";
+/// The content type of a record body over HTTP (the pkarr relay payload).
+pub const PKARR_CONTENT_TYPE: &str = "application/pkarr.org/relays#payload";
 /// The TXT key of the home relay.
 pub const RELAY_KEY: &str = "relay";
 /// The TXT key of direct addresses.
@@ -290,6 +294,15 @@ fn txt_raw_strings(txt: &TXT<'_>) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// One TXT answer of a signed packet: its TTL and its character strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxtAnswer {
+    /// The TTL, in seconds.
+    pub ttl: u32,
+    /// The character strings, in order.
+    pub strings: Vec<Vec<u8>>,
+}
+
 /// A [`NodeRecord`] signed by its node: see the [module docs](self) for the layout. Holding one means
 /// its signature verified and its DNS packet parsed.
 #[derive(Clone, PartialEq, Eq)]
@@ -351,6 +364,38 @@ impl SignedRecord {
         Ok(Self {
             bytes: Bytes::copy_from_slice(bytes),
         })
+    }
+
+    /// A record from bytes this process verified before (a discovery server's own store): checks the
+    /// layout, not the signature. `None` if the bytes cannot be a record.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
+    pub(crate) fn from_verified_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < HEADER_LEN || bytes.len() > MAX_SIGNED_RECORD_LEN {
+            return None;
+        }
+        PublicKey::try_from_slice(&bytes[..PUBLIC_KEY_LENGTH]).ok()?;
+        Some(Self {
+            bytes: Bytes::copy_from_slice(bytes),
+        })
+    }
+
+    /// The TXT answers for `_iroh.<node id>` in the signed packet, each as its TTL and its character
+    /// strings: what a DNS server serves for the record, unknown keys included.
+    pub fn iroh_txt_answers(&self) -> Result<Vec<TxtAnswer>, RecordError> {
+        let packet = Packet::parse(self.dns_packet()).map_err(|_| RecordError::Dns)?;
+        let z32 = self.node_id().to_string();
+        Ok(packet
+            .answers
+            .iter()
+            .filter(|answer| is_iroh_name(&answer.name, &z32))
+            .filter_map(|answer| match &answer.rdata {
+                RData::TXT(txt) => Some(TxtAnswer {
+                    ttl: answer.ttl,
+                    strings: txt_raw_strings(txt),
+                }),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Parses and verifies the form pkarr relays carry over HTTP (`signature | timestamp | packet`, the

@@ -20,6 +20,11 @@
 //!
 //! [limits]
 //! rate_bytes_per_second = 2_000_000
+//!
+//! [discovery]
+//! origin = "dns.example.org"
+//! dns_bind = "0.0.0.0:53"
+//! db_path = "records.redb"
 //! ```
 
 use std::{
@@ -32,7 +37,10 @@ use std::{
 use iroh_base::NodeId;
 use serde::Deserialize;
 
-use super::{AccessControl, Limits, RateLimit, ServerConfig, TlsConfig};
+use super::{
+    AccessControl, Limits, RateLimit, ServerConfig, TlsConfig,
+    discovery::{DiscoveryConfig, RequestRate},
+};
 
 /// Why a configuration file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +86,55 @@ pub struct FileConfig {
     /// Per-client limits.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Whether the relay protocol is served (`/relay`). Default true; false for a discovery-only server.
+    pub relay: Option<bool>,
+    /// The discovery service; none if absent.
+    pub discovery: Option<DiscoverySection>,
+}
+
+/// The `[discovery]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DiscoverySection {
+    /// The DNS zone records are served under (required), for example `dns.example.org`.
+    pub origin: String,
+    /// Where the authoritative DNS server listens (UDP and TCP). No DNS if absent (HTTP only).
+    pub dns_bind: Option<SocketAddr>,
+    /// The record database file. Records are kept in memory (lost on restart) if absent.
+    pub db_path: Option<PathBuf>,
+    /// Sustained publishes per second per client IP (IPv6: per /64). Default 2.
+    pub publish_rate_per_second: Option<f64>,
+    /// Publishes at once per client IP. Default 10.
+    pub publish_burst: Option<u32>,
+    /// Seconds after which a record not republished is evicted. Default 86400 (one day).
+    pub evict_after_secs: Option<f64>,
+    /// Seconds a record's timestamp may be ahead of the server's clock. Default 600.
+    pub max_future_skew_secs: Option<f64>,
+}
+
+impl DiscoverySection {
+    fn into_config(self) -> Result<DiscoveryConfig, ConfigError> {
+        let mut rate = RequestRate::default();
+        if let Some(per_second) = self.publish_rate_per_second {
+            rate.per_second = per_second;
+        }
+        if let Some(burst) = self.publish_burst {
+            rate.burst = burst;
+        }
+        let mut config = DiscoveryConfig::new(self.origin, self.dns_bind).with_publish_rate(rate);
+        config.db_path = self.db_path;
+        if let Some(secs) = self.evict_after_secs {
+            config.evict_after = seconds("discovery.evict_after_secs", secs)?;
+        }
+        if let Some(secs) = self.max_future_skew_secs {
+            config.max_future_skew = seconds("discovery.max_future_skew_secs", secs)?;
+        }
+        config
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("discovery: {e}")))?;
+        Ok(config)
+    }
 }
 
 /// The `[tls]` table.
@@ -171,6 +228,15 @@ impl FileConfig {
             *cert_path = dir.join(&*cert_path);
             *key_path = dir.join(&*key_path);
         }
+        if let (
+            Some(dir),
+            Some(DiscoverySection {
+                db_path: Some(db), ..
+            }),
+        ) = (path.parent(), config.discovery.as_mut())
+        {
+            *db = dir.join(&*db);
+        }
         Ok(config)
     }
 
@@ -224,6 +290,16 @@ impl FileConfig {
         config.bearer_token = self.access.bearer_token;
         if let Some(secs) = self.shutdown_timeout_secs {
             config.shutdown_timeout = seconds("shutdown_timeout_secs", secs)?;
+        }
+        config.relay_enabled = self.relay.unwrap_or(true);
+        config.discovery = self
+            .discovery
+            .map(DiscoverySection::into_config)
+            .transpose()?;
+        if !config.relay_enabled && config.discovery.is_none() {
+            return Err(ConfigError::Invalid(
+                "relay = false needs a [discovery] section (else the server serves nothing)".into(),
+            ));
         }
         Ok(config)
     }
@@ -325,6 +401,14 @@ mod tests {
             idle_timeout_secs = 40
             handshake_timeout_secs = 3
             max_clients = 100
+            [discovery]
+            origin = "dns.relay.test"
+            dns_bind = "127.0.0.1:5300"
+            db_path = "/var/lib/iroh/records.redb"
+            publish_rate_per_second = 0.5
+            publish_burst = 4
+            evict_after_secs = 3600
+            max_future_skew_secs = 30
             "#
         );
         let config = FileConfig::parse(&text)
@@ -347,6 +431,37 @@ mod tests {
         assert_eq!(limits.idle_timeout, Duration::from_secs(40));
         assert_eq!(limits.handshake_timeout, Duration::from_secs(3));
         assert_eq!(limits.max_clients, Some(100));
+        let discovery = config.discovery.unwrap();
+        assert_eq!(discovery.origin, "dns.relay.test");
+        assert_eq!(discovery.dns_bind, Some("127.0.0.1:5300".parse().unwrap()));
+        assert_eq!(
+            discovery.db_path.as_deref(),
+            Some(Path::new("/var/lib/iroh/records.redb"))
+        );
+        assert_eq!(
+            discovery.publish_rate,
+            RequestRate {
+                per_second: 0.5,
+                burst: 4
+            }
+        );
+        assert_eq!(discovery.evict_after, Duration::from_secs(3600));
+        assert_eq!(discovery.max_future_skew, Duration::from_secs(30));
+        assert!(config.relay_enabled);
+    }
+
+    #[test]
+    fn discovery_alone() {
+        let config = FileConfig::parse(
+            "relay = false
+[discovery]
+origin = \"d.test\"",
+        )
+        .unwrap()
+        .into_server_config()
+        .unwrap();
+        assert!(!config.relay_enabled);
+        assert_eq!(config.discovery.unwrap().dns_bind, None);
     }
 
     #[test]
@@ -358,6 +473,8 @@ mod tests {
             "[tls]\nmode = \"self-signed\"\nhostname = [\"x\"]",
             "[access]\nmode = \"allowlist\"\nnodes = [\"not a node\"]",
             "[limits]\nwrite_timeout = 5",
+            "[discovery]\ndns_bind = \"127.0.0.1:53\"",
+            "[discovery]\norigin = \"x.test\"\nttl = 5",
         ] {
             assert!(FileConfig::parse(text).is_err(), "{text}");
         }
@@ -369,6 +486,12 @@ mod tests {
             "[limits]\nsend_queue_len = 0",
             "[limits]\nrate_burst_bytes = 10",
             "shutdown_timeout_secs = nan",
+            "relay = false",
+            "[discovery]\norigin = \"\"",
+            "[discovery]\norigin = \"bad name!\"",
+            "[discovery]\norigin = \"x.test\"\npublish_burst = 0",
+            "[discovery]\norigin = \"x.test\"\npublish_rate_per_second = -1",
+            "[discovery]\norigin = \"x.test\"\nevict_after_secs = 0",
         ] {
             let parsed = FileConfig::parse(text).unwrap();
             assert!(parsed.into_server_config().is_err(), "{text}");

@@ -7,6 +7,7 @@
 //! | `GET /ping` | `200`, empty: a latency probe |
 //! | `GET /generate_204` | `204`; an `X-Iroh-Challenge` of 1 to 64 characters from `[A-Za-z0-9._-]` is echoed as `X-Iroh-Response`, any other value gets `400` |
 //! | `GET /healthz` | `200` `ok` |
+//! | `PUT` / `GET /pkarr/<z-base-32 NodeId>` | the discovery publish endpoint when discovery is configured (see [`super::discovery`]), else `404` |
 //! | anything else | `404` |
 //!
 //! One task serves each connection from TCP accept to the end of the relay session, so the accept loop's
@@ -14,8 +15,8 @@
 
 use std::{
     convert::Infallible,
-    future::{Ready, ready},
     net::SocketAddr,
+    pin::Pin,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -137,6 +138,7 @@ where
     let service = Service {
         ctx: Arc::clone(&ctx),
         upgrade: Arc::clone(&upgrade),
+        peer,
     };
     // Boxed so the (large) HTTP state is freed after an upgrade rather than kept in this task's future.
     let mut conn = Box::pin(
@@ -187,17 +189,39 @@ where
 struct Service {
     ctx: Arc<Ctx>,
     upgrade: Arc<Mutex<Option<OnUpgrade>>>,
+    peer: SocketAddr,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Service {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Ready<Result<Response<Body>, Infallible>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let metrics = &self.ctx.metrics;
         let path = request.uri().path();
+        if let (Some(shared), Some(id)) = (
+            &self.ctx.discovery,
+            path.strip_prefix(&super::discovery::route_prefix()),
+        ) {
+            metrics.http_request("pkarr");
+            let shared = Arc::clone(shared);
+            let (id, method) = (id.to_owned(), request.method().clone());
+            let length = request
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            let peer = self.peer.ip();
+            let body = request.into_body();
+            return Box::pin(async move {
+                Ok(super::discovery::handle(shared, peer, method, id, body, length).await)
+            });
+        }
         let response = match path {
+            RELAY_PATH if !self.ctx.relay_enabled => {
+                metrics.http_request("other");
+                response(StatusCode::NOT_FOUND, "this server relays nothing\n")
+            }
             RELAY_PATH => {
                 metrics.http_request("relay");
                 self.relay(&mut request)
@@ -225,7 +249,7 @@ impl hyper::service::Service<Request<Incoming>> for Service {
                 response(StatusCode::NOT_FOUND, "not found\n")
             }
         };
-        ready(Ok(response))
+        Box::pin(std::future::ready(Ok(response)))
     }
 }
 

@@ -17,6 +17,11 @@
 //! | `dropped_datagrams_total{reason}` | counter | datagrams dropped: `queue_full`, `unknown_destination`, `rate_limited` |
 //! | `rate_limited_total` | counter | rate-limit notices sent to clients (at most one per client per second) |
 //! | `peer_gone_total` | counter | PeerGone frames queued |
+//! | `discovery_publishes_total{result}` | counter | record PUTs: `stored`, `not_newer`, `bad_request`, `too_large`, `rate_limited`, `error` |
+//! | `discovery_fetches_total{result}` | counter | record GETs: `found`, `not_found`, `bad_request` |
+//! | `discovery_records` | gauge | records stored |
+//! | `discovery_evicted_total` | counter | records evicted for age |
+//! | `dns_queries_total{rcode}` | counter | DNS queries answered, by response code: `noerror`, `nxdomain`, `refused`, `formerr`, `notimp`, `servfail`, `other` |
 
 use std::{
     convert::Infallible,
@@ -78,6 +83,23 @@ pub(crate) struct Metrics {
     dropped_rate_limited: Counter,
     pub(crate) rate_limited: Counter,
     pub(crate) peer_gone: Counter,
+    discovery_publishes: Family<ResultLabel, Counter>,
+    discovery_fetches: Family<ResultLabel, Counter>,
+    pub(crate) discovery_records: Gauge,
+    pub(crate) discovery_evicted: Counter,
+    dns_queries: Family<RcodeLabel, Counter>,
+}
+
+/// A metric label naming an outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// A metric label naming a DNS response code.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RcodeLabel {
+    rcode: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -159,6 +181,36 @@ impl Metrics {
         );
         let peer_gone = Counter::default();
         registry.register("peer_gone", "PeerGone frames queued", peer_gone.clone());
+        let discovery_publishes = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "discovery_publishes",
+            "Discovery record PUTs, by result",
+            discovery_publishes.clone(),
+        );
+        let discovery_fetches = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "discovery_fetches",
+            "Discovery record GETs, by result",
+            discovery_fetches.clone(),
+        );
+        let discovery_records = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        registry.register(
+            "discovery_records",
+            "Discovery records stored",
+            discovery_records.clone(),
+        );
+        let discovery_evicted = Counter::default();
+        registry.register(
+            "discovery_evicted",
+            "Discovery records evicted for age",
+            discovery_evicted.clone(),
+        );
+        let dns_queries = Family::<RcodeLabel, Counter>::default();
+        registry.register(
+            "dns_queries",
+            "DNS queries answered, by response code",
+            dns_queries.clone(),
+        );
         Self {
             registry,
             accepts,
@@ -176,7 +228,31 @@ impl Metrics {
             dropped_rate_limited,
             rate_limited,
             peer_gone,
+            discovery_publishes,
+            discovery_fetches,
+            discovery_records,
+            discovery_evicted,
+            dns_queries,
         }
+    }
+
+    /// Counts a discovery record PUT.
+    pub(crate) fn discovery_publish(&self, result: &'static str) {
+        self.discovery_publishes
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Counts a discovery record GET.
+    pub(crate) fn discovery_fetch(&self, result: &'static str) {
+        self.discovery_fetches
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Counts an answered DNS query.
+    pub(crate) fn dns_query(&self, rcode: &'static str) {
+        self.dns_queries.get_or_create(&RcodeLabel { rcode }).inc();
     }
 
     /// Counts a connection that did not become a client.

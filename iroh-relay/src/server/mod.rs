@@ -56,12 +56,14 @@ mod access;
 mod client;
 mod clients;
 pub mod config;
+pub mod discovery;
 mod http;
 mod limits;
 mod metrics;
 mod tls;
 
 pub use access::AccessControl;
+pub use discovery::DiscoveryConfig;
 pub use http::{
     CHALLENGE_HEADER, GENERATE_204_PATH, HEALTHZ_PATH, MAX_CHALLENGE_LEN, PING_PATH,
     RESPONSE_HEADER,
@@ -100,6 +102,10 @@ pub struct ServerConfig {
     pub metrics_bind: Option<SocketAddr>,
     /// How long [`Server::shutdown`] waits for connections to close before aborting them.
     pub shutdown_timeout: Duration,
+    /// The discovery service (publish endpoint on the relay listener, DNS, record store); `None` for none.
+    pub discovery: Option<DiscoveryConfig>,
+    /// Whether `/relay` is served; false for a discovery-only server (then `/relay` is `404`).
+    pub relay_enabled: bool,
 }
 
 impl ServerConfig {
@@ -115,6 +121,8 @@ impl ServerConfig {
             stun_bind: None,
             metrics_bind: None,
             shutdown_timeout: Duration::from_secs(5),
+            discovery: None,
+            relay_enabled: true,
         }
     }
 
@@ -174,6 +182,12 @@ impl ServerConfig {
         self
     }
 
+    /// Sets (or with `None` disables) the discovery service.
+    pub fn with_discovery(mut self, discovery: Option<DiscoveryConfig>) -> Self {
+        self.discovery = discovery;
+        self
+    }
+
     /// Sets how long shutdown waits for connections.
     pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
@@ -215,6 +229,8 @@ pub(crate) struct Ctx {
     pub(crate) limits: Limits,
     pub(crate) clients: Clients,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) discovery: Option<Arc<discovery::Shared>>,
+    pub(crate) relay_enabled: bool,
 }
 
 /// A running relay server.
@@ -232,6 +248,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     relay_task: JoinHandle<()>,
     metrics_task: Option<JoinHandle<()>>,
+    discovery: Option<discovery::Discovery>,
 }
 
 impl Server {
@@ -279,6 +296,14 @@ impl Server {
             .transpose()?;
 
         let metrics = Arc::new(Metrics::new());
+        let (stop, stop_rx) = watch::channel(false);
+        let discovery = match &config.discovery {
+            Some(discovery) => Some(
+                discovery::Discovery::spawn(discovery, Arc::clone(&metrics), stop_rx.clone())
+                    .await?,
+            ),
+            None => None,
+        };
         let ctx = Arc::new(Ctx {
             clients: Clients::new(
                 config.limits.send_queue_len,
@@ -289,8 +314,9 @@ impl Server {
             bearer_token: config.bearer_token,
             limits: config.limits,
             metrics: Arc::clone(&metrics),
+            discovery: discovery.as_ref().map(|d| Arc::clone(&d.shared)),
+            relay_enabled: config.relay_enabled,
         });
-        let (stop, stop_rx) = watch::channel(false);
         let (acceptor, certificates) = match tls {
             Some(tls) => (Some(tls.acceptor), tls.certificates),
             None => (None, Vec::new()),
@@ -308,6 +334,7 @@ impl Server {
             %relay_url,
             stun = ?stun.as_ref().map(iroh_stun::Server::local_addr),
             metrics = ?metrics_addr,
+            dns = ?discovery.as_ref().and_then(discovery::Discovery::dns_addr),
             "relay server started"
         );
         Ok(Self {
@@ -320,6 +347,7 @@ impl Server {
             stop,
             relay_task,
             metrics_task,
+            discovery,
         })
     }
 
@@ -336,6 +364,27 @@ impl Server {
     /// The address the STUN server is bound to, if it runs.
     pub fn stun_addr(&self) -> Option<SocketAddr> {
         self.stun.as_ref().map(iroh_stun::Server::local_addr)
+    }
+
+    /// The address the discovery DNS server is bound to (UDP and TCP), if it runs.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.discovery
+            .as_ref()
+            .and_then(discovery::Discovery::dns_addr)
+    }
+
+    /// The DNS origin discovery serves, if it runs.
+    pub fn discovery_origin(&self) -> Option<&str> {
+        self.discovery.as_ref().map(|d| d.origin.as_str())
+    }
+
+    /// The base URL of the discovery publish endpoint (the relay listener's), if discovery runs:
+    /// records live at `<base>pkarr/<id>`.
+    pub fn discovery_url(&self) -> Option<url::Url> {
+        self.discovery.as_ref()?;
+        let mut url = self.relay_url.as_url().clone();
+        url.set_path("/");
+        Some(url)
     }
 
     /// The address metrics are served on, if they are.
@@ -364,6 +413,7 @@ impl Server {
             relay_task,
             metrics_task,
             stun,
+            discovery,
             ..
         } = self;
         info!("relay server shutting down");
@@ -381,6 +431,11 @@ impl Server {
         }
         if let Some(stun) = stun {
             stun.shutdown().await;
+        }
+        // The connections are gone; the context goes too, so the discovery store can close.
+        drop(ctx);
+        if let Some(discovery) = discovery {
+            discovery.shutdown().await;
         }
         info!("relay server stopped");
     }
