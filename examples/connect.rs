@@ -1,6 +1,9 @@
-//! Dials the node of a ticket printed by the `listen` example and exchanges messages with it.
+//! Dials the node of a ticket printed by the `listen` example, or a bare NodeId found through discovery,
+//! and exchanges messages with it.
 //!
-//! Run: `cargo run --example connect -- TICKET [MESSAGE ...]` (messages default to a greeting).
+//! Run: `cargo run --example connect -- TICKET [MESSAGE ...]` (messages default to a greeting), or
+//! `cargo run --example connect -- NODE_ID --relay-url URL --dns-server IP:PORT` (or `--discovery-url URL`)
+//! to dial a node that published its address.
 #![allow(clippy::print_stdout)]
 
 #[path = "common.rs"]
@@ -9,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use clap::Parser;
-use iroh::{Endpoint, NodeTicket};
+use iroh::{Endpoint, NodeAddr, NodeId, NodeTicket, SecretKey};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// The protocol shared with the `listen` example.
@@ -18,12 +21,32 @@ const ALPN: &[u8] = b"iroh-example/chat/1";
 #[derive(Parser, Debug)]
 #[command(about = "Dial a listening node by its ticket and send it messages")]
 struct Args {
-    /// The ticket the `listen` example printed.
-    ticket: NodeTicket,
+    /// The ticket the `listen` example printed, or its bare NodeId (then discovery finds it).
+    target: Target,
     /// Messages to send, one per argument.
     messages: Vec<String>,
     #[command(flatten)]
     relay: common::RelayArgs,
+    #[command(flatten)]
+    discovery: common::DiscoveryArgs,
+}
+
+/// A ticket or a NodeId.
+#[derive(Debug, Clone)]
+struct Target(NodeAddr);
+
+impl std::str::FromStr for Target {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(ticket) = s.parse::<NodeTicket>() {
+            return Ok(Self(ticket.node_addr().clone()));
+        }
+        match s.parse::<NodeId>() {
+            Ok(node) => Ok(Self(NodeAddr::new(node))),
+            Err(_) => anyhow::bail!("neither a ticket nor a node id: {s:?}"),
+        }
+    }
 }
 
 #[tokio::main]
@@ -34,20 +57,25 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let target = args.target.0;
     // Use the listener's relay unless told otherwise.
     let mut relay = args.relay.clone();
     if relay.relay_url.is_none() {
-        relay.relay_url = args.ticket.node_addr().relay_url.clone();
+        relay.relay_url = target.relay_url.clone();
     }
-    let endpoint = Endpoint::builder()
+    if target.is_empty() && !args.discovery.is_enabled() {
+        anyhow::bail!(
+            "a bare node id needs --dns-server, --dns-origin or --discovery-url to find it"
+        );
+    }
+    let secret_key = SecretKey::generate();
+    let builder = Endpoint::builder()
+        .secret_key(secret_key.clone())
         .relay_mode(relay.relay_mode()?)
-        .insecure_skip_relay_cert_verify(relay.insecure)
-        .bind()
-        .await?;
-    let peer = args.ticket.node_id();
-    let connection = endpoint
-        .connect(args.ticket.node_addr().clone(), ALPN)
-        .await?;
+        .insecure_skip_relay_cert_verify(relay.insecure);
+    let endpoint = args.discovery.apply(builder, &secret_key)?.bind().await?;
+    let peer = target.node_id;
+    let connection = endpoint.connect(target, ALPN).await?;
     println!(
         "connected to {} via {}",
         peer.fmt_short(),

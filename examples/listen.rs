@@ -2,13 +2,17 @@
 //!
 //! Run: `cargo run --example listen -- [--relay-url URL]`, then the printed
 //! `cargo run --example connect -- TICKET` in another terminal (or on another machine).
+//!
+//! With `--discovery-url URL` it also publishes its address there, so that it can be dialled by its
+//! NodeId alone: `cargo run --example connect -- NODE_ID --dns-server IP:PORT` (see the README's
+//! walkthrough with `iroh-relay --dev`).
 #![allow(clippy::print_stdout)]
 
 #[path = "common.rs"]
 mod common;
 
 use clap::Parser;
-use iroh::{Endpoint, NodeTicket};
+use iroh::{Endpoint, NodeTicket, SecretKey};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// The protocol shared with the `connect` example: newline-separated messages, each answered.
@@ -19,6 +23,8 @@ const ALPN: &[u8] = b"iroh-example/chat/1";
 struct Args {
     #[command(flatten)]
     relay: common::RelayArgs,
+    #[command(flatten)]
+    discovery: common::DiscoveryArgs,
 }
 
 #[tokio::main]
@@ -29,12 +35,13 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let endpoint = Endpoint::builder()
+    let secret_key = SecretKey::generate();
+    let builder = Endpoint::builder()
+        .secret_key(secret_key.clone())
         .alpns(vec![ALPN.to_vec()])
         .relay_mode(args.relay.relay_mode()?)
-        .insecure_skip_relay_cert_verify(args.relay.insecure)
-        .bind()
-        .await?;
+        .insecure_skip_relay_cert_verify(args.relay.insecure);
+    let endpoint = args.discovery.apply(builder, &secret_key)?.bind().await?;
     if args.relay.relay_url.is_some() {
         // Wait until the relay knows us, so the ticket's relay works right away.
         endpoint.home_relay().wait_for(Option::is_some).await?;
@@ -42,6 +49,13 @@ async fn main() -> anyhow::Result<()> {
     let ticket = NodeTicket::new(endpoint.node_addr());
     println!("listening as {}", endpoint.node_id());
     println!("dial with: cargo run --example connect -- {ticket}");
+    if let Some(url) = &args.discovery.discovery_url {
+        println!("published to {url}; or dial by node id alone, for example:");
+        println!(
+            "  cargo run --example connect -- {} --relay-url URL --dns-server 127.0.0.1:5300",
+            endpoint.node_id()
+        );
+    }
 
     while let Some(incoming) = endpoint.accept().await {
         let connection = match incoming.await {

@@ -8,13 +8,21 @@
 //! every byte received is still checked, against the content the provider generates). `--congestion
 //! cubic|new-reno|bbr` picks the congestion controller (on either side; the sender's is what counts).
 //!
-//! JSON lines: the provider first prints `{"ticket": "node..."}`; the fetcher prints
+//! Dialling by NodeId: `provide --discovery-url URL` publishes the provider's address to a discovery server
+//! (`iroh-relay --dev` runs one), and `fetch --node-id ID --dns-server IP:PORT` (or `--discovery-url URL`)
+//! finds it by its NodeId alone.
+//!
+//! JSON lines: the provider first prints `{"ticket": "node...", "node_id": "..."}`; the fetcher prints
 //! `{"event": "path", "path": "direct"|"relay", "elapsed_ms": N}` whenever the path changes, and at the end
 //! `{"bytes", "duration_ms", "throughput_mbps", "final_path", "time_to_direct_ms", "hash_ok"}` plus what
 //! QUIC saw: `rtt_ms` (smoothed, at the end), `lost_packets` and `congestion_events` (of the provider's
 //! data, as the fetcher's acknowledgements let it count them: the fetcher's own counts are of its
 //! acknowledgements), `path_changes`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+#[path = "common.rs"]
+#[allow(dead_code)]
+mod common;
 
 use std::{
     sync::{
@@ -27,8 +35,8 @@ use std::{
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use iroh::{
-    CongestionControl, ConnectionType, Endpoint, NodeId, NodeTicket, RelayMode, RelayUrl,
-    default_transport_config,
+    CongestionControl, ConnectionType, Endpoint, NodeAddr, NodeId, NodeTicket, RelayMode, RelayUrl,
+    SecretKey, default_transport_config,
 };
 use serde_json::json;
 
@@ -53,11 +61,15 @@ enum Role {
         #[command(flatten)]
         opts: Opts,
     },
-    /// Fetch from the node of a ticket.
+    /// Fetch from the node of a ticket, or of a NodeId that discovery finds.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["ticket", "node_id"])))]
     Fetch {
         /// The provider's ticket.
         #[arg(long)]
-        ticket: NodeTicket,
+        ticket: Option<NodeTicket>,
+        /// The provider's NodeId alone (needs `--dns-server`, `--dns-origin` or `--discovery-url`).
+        #[arg(long)]
+        node_id: Option<NodeId>,
         /// Stop after this many seconds rather than at the end of the data.
         #[arg(long)]
         duration_secs: Option<f64>,
@@ -86,6 +98,8 @@ struct Opts {
     /// The congestion controller: cubic, new-reno or bbr (default: the Endpoint's).
     #[arg(long)]
     congestion: Option<CongestionControl>,
+    #[command(flatten)]
+    discovery: common::DiscoveryArgs,
 }
 
 impl Opts {
@@ -98,13 +112,14 @@ impl Opts {
         if let Some(cc) = self.congestion {
             transport.congestion_controller_factory(cc.factory());
         }
-        let endpoint = Endpoint::builder()
+        let secret_key = SecretKey::generate();
+        let builder = Endpoint::builder()
+            .secret_key(secret_key.clone())
             .alpns(alpns)
             .transport_config(transport)
             .relay_mode(relay_mode)
-            .insecure_skip_relay_cert_verify(self.relay_insecure)
-            .bind()
-            .await?;
+            .insecure_skip_relay_cert_verify(self.relay_insecure);
+        let endpoint = self.discovery.apply(builder, &secret_key)?.bind().await?;
         if self.relay_only {
             endpoint.set_direct_filter(Some(Arc::new(|_| true)));
         }
@@ -124,9 +139,20 @@ async fn main() -> anyhow::Result<()> {
         Role::Provide { size, opts } => provide(size, opts).await,
         Role::Fetch {
             ticket,
+            node_id,
             duration_secs,
             opts,
-        } => fetch(ticket, duration_secs.map(Duration::from_secs_f64), opts).await,
+        } => {
+            let target = match (ticket, node_id) {
+                (Some(ticket), _) => ticket.node_addr().clone(),
+                (None, Some(node)) if opts.discovery.is_enabled() => NodeAddr::new(node),
+                (None, Some(_)) => anyhow::bail!(
+                    "--node-id needs --dns-server, --dns-origin or --discovery-url to find the node"
+                ),
+                (None, None) => anyhow::bail!("give --ticket or --node-id"),
+            };
+            fetch(target, duration_secs.map(Duration::from_secs_f64), opts).await
+        }
     }
 }
 
@@ -142,10 +168,19 @@ async fn provide(size: u64, opts: Opts) -> anyhow::Result<()> {
     }
     let ticket = NodeTicket::new(endpoint.node_addr());
     if opts.json {
-        println!("{}", json!({ "ticket": ticket.to_string() }));
+        println!(
+            "{}",
+            json!({ "ticket": ticket.to_string(), "node_id": endpoint.node_id().to_string() })
+        );
     } else {
         println!("serving {size} bytes as {}", endpoint.node_id());
         println!("fetch with: cargo run --release --example transfer -- fetch --ticket {ticket}");
+        if opts.discovery.discovery_url.is_some() {
+            println!(
+                "or by node id: cargo run --release --example transfer -- fetch --node-id {} --relay-url URL --dns-server 127.0.0.1:5300",
+                endpoint.node_id()
+            );
+        }
     }
     let serve = async {
         while let Some(incoming) = endpoint.accept().await {
@@ -190,10 +225,10 @@ async fn provide(size: u64, opts: Opts) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn fetch(ticket: NodeTicket, duration: Option<Duration>, opts: Opts) -> anyhow::Result<()> {
+async fn fetch(target: NodeAddr, duration: Option<Duration>, opts: Opts) -> anyhow::Result<()> {
     let start = Instant::now();
     let endpoint = opts.endpoint(Vec::new()).await?;
-    let provider = ticket.node_id();
+    let provider = target.node_id;
     let first_direct = Arc::new(OnceLock::new());
     let path_changes = Arc::new(AtomicU32::new(0));
     let watcher = tokio::spawn(watch_path(
@@ -204,7 +239,7 @@ async fn fetch(ticket: NodeTicket, duration: Option<Duration>, opts: Opts) -> an
         (Arc::clone(&first_direct), Arc::clone(&path_changes)),
     ));
 
-    let connection = endpoint.connect(ticket.node_addr().clone(), ALPN).await?;
+    let connection = endpoint.connect(target, ALPN).await?;
     let (mut send, mut recv) = connection.open_bi().await?;
     // A new stream is invisible to the peer until something is sent on it: finishing our (empty) side
     // announces it, and the provider answers on its side.

@@ -33,7 +33,7 @@
 //! let endpoint = Endpoint::builder()
 //!     .secret_key(secret_key.clone())
 //!     .add_discovery(PkarrPublisher::new(secret_key, "https://dns.example.org".parse()?))
-//!     .add_discovery(DnsDiscovery::new("dns.example.org".parse()?))
+//!     .add_discovery(DnsDiscovery::new("dns.example.org".parse()?)?)
 //!     .bind()
 //!     .await?;
 //! let conn = endpoint.connect(peer, b"my-proto/1").await?;
@@ -42,7 +42,7 @@
 
 pub mod dns;
 pub mod pkarr;
-mod schedule;
+pub mod schedule;
 pub mod static_provider;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! The heart of the workspace: dial a node by its public key and get a direct, encrypted QUIC connection.
 //!
-//! Two endpoints that know only each other's [`NodeAddr`](iroh_base::NodeAddr) get a QUIC connection at
-//! once (through a relay, or straight to a direct address), move to a direct UDP path as soon as
+//! Two endpoints that know only each other's [`NodeAddr`](iroh_base::NodeAddr) (or only the NodeId, with
+//! [`discovery`]) get a QUIC connection at once (through a relay, or straight to a direct address), move to a direct UDP path as soon as
 //! holepunching finds one, and return to the relay when that path dies, while the application's streams
 //! carry on untouched.
 //!
@@ -23,6 +23,10 @@
 //!   `accept`, [`Connection`](endpoint::Connection) (remote NodeId and ALPN), and watchers of the home
 //!   relay, our direct addresses and the connection type per remote node; [`endpoint::windows`] sizes
 //!   each connection's flow-control windows to what its path needs (small for a reader that stalls).
+//! - [`discovery`] (feature `quic`): dialling by NodeId alone. The [`discovery::Discovery`] trait (publish
+//!   our addressing, resolve a NodeId into addresses), services combined concurrently, a static address
+//!   book, DNS TXT records through hickory, and signed pkarr records published to and fetched from a
+//!   discovery server over HTTP (the one in `iroh-relay`, or any pkarr relay).
 //! - [`congestion`] (feature `quic`): the congestion controllers an Endpoint can use, and its default,
 //!   [`congestion::model`]: a model-based controller (delivery rate and minimum RTT) that does not back off
 //!   on isolated random loss, so a lossy direct path is not slower than the relay it replaces.
@@ -47,6 +51,7 @@
 //! | `iroh::_events::net_report::ready` | `reason`, `global_v4`, `global_v6`, `udp_v4`, `udp_v6`, `mapping_varies_v4`, `preferred_relay` | a net report completed |
 //! | `iroh::_events::net_report::home_relay` | `from`, `to` | net report's preferred relay changed |
 //! | `iroh::_events::relay_client::connected` / `disconnected` | `url` (, `error`) | a relay connection came up or went down (from `iroh-relay`) |
+//! | `iroh::_events::discovery::published` | `service`, `relay`, `addrs` | a discovery service published our addressing |
 //!
 //! # Features
 //!

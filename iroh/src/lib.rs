@@ -64,6 +64,7 @@ pub use iroh_base::{
 pub use iroh_net::{
     self,
     congestion::CongestionControl,
+    discovery,
     endpoint::{
         AcceptError, BindError, Builder as EndpointBuilder, ConnectError, Connection, Endpoint,
         Incoming, RelayMode, RemoteInfo, WindowTuning, default_transport_config,

@@ -40,13 +40,13 @@ impl DnsDiscovery {
     /// Queries the system's name servers for records under `origin` (for example `dns.example.org`).
     ///
     /// Falls back to asking `127.0.0.1:53` if the system has no DNS configuration.
-    pub fn new(origin: DnsOrigin) -> Result<Self, BoxError> {
+    pub fn new(origin: DnsOrigin) -> Result<Self, ResolverError> {
         match TokioResolver::builder_tokio() {
             Ok(mut builder) => {
                 tune(builder.options_mut());
                 Ok(Self {
                     origin: origin.0,
-                    resolver: builder.build()?,
+                    resolver: builder.build().map_err(|e| ResolverError(Box::new(e)))?,
                 })
             }
             Err(error) => {
@@ -57,7 +57,7 @@ impl DnsDiscovery {
     }
 
     /// Queries only `server` (UDP, and TCP for long answers) for records under `origin`.
-    pub fn with_name_server(origin: DnsOrigin, server: SocketAddr) -> Result<Self, BoxError> {
+    pub fn with_name_server(origin: DnsOrigin, server: SocketAddr) -> Result<Self, ResolverError> {
         let mut udp = ConnectionConfig::udp();
         udp.port = server.port();
         let mut tcp = ConnectionConfig::tcp();
@@ -69,7 +69,7 @@ impl DnsDiscovery {
         tune(builder.options_mut());
         Ok(Self {
             origin: origin.0,
-            resolver: builder.build()?,
+            resolver: builder.build().map_err(|e| ResolverError(Box::new(e)))?,
         })
     }
 
@@ -184,3 +184,8 @@ impl std::fmt::Display for DnsOrigin {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a DNS origin: {0:?}")]
 pub struct DnsOriginError(String);
+
+/// The DNS resolver could not be built (hickory's reason inside).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the DNS resolver: {0}")]
+pub struct ResolverError(#[source] BoxError);

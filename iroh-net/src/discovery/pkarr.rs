@@ -2,7 +2,7 @@
 //!
 //! [`PkarrPublisher`] signs our addressing as a pkarr record
 //! ([`iroh_relay::protos::discovery::SignedRecord`]) and `PUT`s it to `<base>/pkarr/<z-base-32 NodeId>`
-//! on the schedule of [`PublishSchedule`](super::PublishSchedule): soon after each change, again before
+//! on the schedule of [`PublishSchedule`]: soon after each change, again before
 //! the TTL runs out, with backoff after errors. [`PkarrResolver`] `GET`s the same URL and verifies the
 //! signature: a way to resolve where plain DNS is blocked. The discovery server of `iroh-relay` serves
 //! both (and DNS for the same records); so do public pkarr relays.
@@ -24,7 +24,8 @@ use iroh_relay::{
 use rand::Rng;
 use tokio::{sync::watch, time::Instant};
 use tracing::{debug, info, warn};
-use url::Url;
+/// The URL type of publish endpoints.
+pub use url::Url;
 
 use super::{
     Discovery, DiscoveryError, DiscoveryErrorKind, DiscoveryItem, DiscoveryStream, NodeData,

@@ -8,7 +8,7 @@
 //!   packet, or a timestamp more than [`DiscoveryConfig::max_future_skew`] ahead; `404` nothing stored;
 //!   `405` another method; `409` not newer than the stored record; `413` a body over 1,072 bytes (a DNS
 //!   packet over 1,000); `429` over the per-IP rate limit (with `Retry-After`).
-//! - **DNS** ([`dns`]): authoritative for [`DiscoveryConfig::origin`] on UDP and TCP, answering
+//! - **DNS** (module `dns`): authoritative for [`DiscoveryConfig::origin`] on UDP and TCP, answering
 //!   `TXT _iroh.<id>.<origin>` from the store and refusing every other zone.
 //! - **Store**: an embedded redb database ([`DiscoveryConfig::db_path`]; in memory without one), so a
 //!   restart loses nothing; records not republished within [`DiscoveryConfig::evict_after`] are evicted.
