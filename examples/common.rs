@@ -6,10 +6,11 @@ use iroh::{
     EndpointBuilder, RelayMode, RelayUrl, SecretKey,
     discovery::{
         dns::{DnsDiscovery, DnsOrigin},
-        pkarr::{PkarrPublisher, PkarrResolver},
+        pkarr::{PkarrPublisher, PkarrResolver, PublishStatusHandle},
     },
     iroh_net::endpoint::{RelayMap, RelayNode},
 };
+use iroh_relay::client::pkarr::PkarrClient;
 
 /// The relay settings of an example's command line.
 #[derive(clap::Args, Debug, Clone)]
@@ -66,15 +67,27 @@ impl DiscoveryArgs {
     }
 
     /// Adds the services these options ask for to `builder`; `secret_key` signs what is published.
+    /// `insecure` accepts the discovery server's certificate without checking it (a test server's
+    /// self-signed one; records are signed anyway, so a false server can only withhold them).
+    ///
+    /// Returns the builder and, when publishing, a handle on the publisher's progress (see
+    /// [`wait_published`]).
     pub(crate) fn apply(
         &self,
         mut builder: EndpointBuilder,
         secret_key: &SecretKey,
-    ) -> anyhow::Result<EndpointBuilder> {
+        insecure: bool,
+    ) -> anyhow::Result<(EndpointBuilder, Option<PublishStatusHandle>)> {
+        let mut status = None;
         if let Some(url) = &self.discovery_url {
+            let client = PkarrClient::builder(url.clone())
+                .insecure_skip_cert_verify(insecure)
+                .build();
+            let publisher = PkarrPublisher::with_client(secret_key.clone(), client.clone());
+            status = Some(publisher.status_handle());
             builder = builder
-                .add_discovery(PkarrPublisher::new(secret_key.clone(), url.clone()))
-                .add_discovery(PkarrResolver::new(url.clone()));
+                .add_discovery(publisher)
+                .add_discovery(PkarrResolver::with_client(client));
         }
         let origin = match (&self.dns_origin, self.dns_server) {
             (Some(origin), _) => Some(origin.clone()),
@@ -89,6 +102,35 @@ impl DiscoveryArgs {
             .map_err(|e| anyhow::anyhow!("DNS resolver: {e}"))?;
             builder = builder.add_discovery(dns);
         }
-        Ok(builder)
+        Ok((builder, status))
+    }
+}
+
+/// Waits until the publisher has published a record naming our home relay (or any record when
+/// `relay` is false), so that a peer told our NodeId right now finds us; fails after `timeout` with the
+/// publisher's last error.
+#[allow(dead_code)] // not every example publishes
+pub(crate) async fn wait_published(
+    status: &PublishStatusHandle,
+    relay: bool,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let now = status.get();
+        if now
+            .published
+            .as_ref()
+            .is_some_and(|data| !relay || data.relay_url.is_some())
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "our address was not published within {timeout:?}: {}",
+                now.last_error.as_deref().unwrap_or("no answer yet")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }

@@ -73,7 +73,8 @@ async fn main() -> anyhow::Result<()> {
         .secret_key(secret_key.clone())
         .relay_mode(relay.relay_mode()?)
         .insecure_skip_relay_cert_verify(relay.insecure);
-    let endpoint = args.discovery.apply(builder, &secret_key)?.bind().await?;
+    let (builder, _) = args.discovery.apply(builder, &secret_key, relay.insecure)?;
+    let endpoint = builder.bind().await?;
     let peer = target.node_id;
     let connection = endpoint.connect(target, ALPN).await?;
     println!(

@@ -41,10 +41,17 @@ async fn main() -> anyhow::Result<()> {
         .alpns(vec![ALPN.to_vec()])
         .relay_mode(args.relay.relay_mode()?)
         .insecure_skip_relay_cert_verify(args.relay.insecure);
-    let endpoint = args.discovery.apply(builder, &secret_key)?.bind().await?;
+    let (builder, published) = args
+        .discovery
+        .apply(builder, &secret_key, args.relay.insecure)?;
+    let endpoint = builder.bind().await?;
     if args.relay.relay_url.is_some() {
         // Wait until the relay knows us, so the ticket's relay works right away.
         endpoint.home_relay().wait_for(Option::is_some).await?;
+    }
+    if let Some(status) = &published {
+        let relay = args.relay.relay_url.is_some();
+        common::wait_published(status, relay, std::time::Duration::from_secs(10)).await?;
     }
     let ticket = NodeTicket::new(endpoint.node_addr());
     println!("listening as {}", endpoint.node_id());

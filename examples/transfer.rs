@@ -36,7 +36,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use iroh::{
     CongestionControl, ConnectionType, Endpoint, NodeAddr, NodeId, NodeTicket, RelayMode, RelayUrl,
-    SecretKey, default_transport_config,
+    SecretKey, default_transport_config, discovery::pkarr::PublishStatusHandle,
 };
 use serde_json::json;
 
@@ -103,7 +103,11 @@ struct Opts {
 }
 
 impl Opts {
-    async fn endpoint(&self, alpns: Vec<Vec<u8>>) -> anyhow::Result<Endpoint> {
+    /// The endpoint, and the publisher's progress when it publishes (`--discovery-url`).
+    async fn endpoint(
+        &self,
+        alpns: Vec<Vec<u8>>,
+    ) -> anyhow::Result<(Endpoint, Option<PublishStatusHandle>)> {
         let relay_mode = match (&self.relay_url, self.direct_only) {
             (Some(url), false) => RelayMode::custom([url.clone()])?,
             _ => RelayMode::Disabled,
@@ -119,11 +123,14 @@ impl Opts {
             .transport_config(transport)
             .relay_mode(relay_mode)
             .insecure_skip_relay_cert_verify(self.relay_insecure);
-        let endpoint = self.discovery.apply(builder, &secret_key)?.bind().await?;
+        let (builder, published) =
+            self.discovery
+                .apply(builder, &secret_key, self.relay_insecure)?;
+        let endpoint = builder.bind().await?;
         if self.relay_only {
             endpoint.set_direct_filter(Some(Arc::new(|_| true)));
         }
-        Ok(endpoint)
+        Ok((endpoint, published))
     }
 }
 
@@ -157,14 +164,19 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn provide(size: u64, opts: Opts) -> anyhow::Result<()> {
-    let endpoint = opts.endpoint(vec![ALPN.to_vec()]).await?;
-    if opts.relay_url.is_some() && !opts.direct_only {
+    let (endpoint, published) = opts.endpoint(vec![ALPN.to_vec()]).await?;
+    let relay = opts.relay_url.is_some() && !opts.direct_only;
+    if relay {
         tokio::time::timeout(
             Duration::from_secs(20),
             endpoint.home_relay().wait_for(Option::is_some),
         )
         .await
         .context("the relay did not answer")??;
+    }
+    if let Some(status) = &published {
+        // Dialable by NodeId once this returns.
+        common::wait_published(status, relay, Duration::from_secs(20)).await?;
     }
     let ticket = NodeTicket::new(endpoint.node_addr());
     if opts.json {
@@ -227,7 +239,7 @@ async fn provide(size: u64, opts: Opts) -> anyhow::Result<()> {
 
 async fn fetch(target: NodeAddr, duration: Option<Duration>, opts: Opts) -> anyhow::Result<()> {
     let start = Instant::now();
-    let endpoint = opts.endpoint(Vec::new()).await?;
+    let (endpoint, _) = opts.endpoint(Vec::new()).await?;
     let provider = target.node_id;
     let first_direct = Arc::new(OnceLock::new());
     let path_changes = Arc::new(AtomicU32::new(0));

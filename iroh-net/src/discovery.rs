@@ -144,6 +144,12 @@ pub trait Discovery: fmt::Debug + Send + Sync + 'static {
         let _ = node;
         None
     }
+
+    /// Like [`Discovery::resolve`], but past any cache: the endpoint calls it when what an earlier
+    /// resolve gave has not led to a connection (the node may have moved since it was cached).
+    fn resolve_fresh(&self, node: NodeId) -> Option<DiscoveryStream> {
+        self.resolve(node)
+    }
 }
 
 impl<T: Discovery + ?Sized> Discovery for std::sync::Arc<T> {
@@ -157,6 +163,10 @@ impl<T: Discovery + ?Sized> Discovery for std::sync::Arc<T> {
 
     fn resolve(&self, node: NodeId) -> Option<DiscoveryStream> {
         (**self).resolve(node)
+    }
+
+    fn resolve_fresh(&self, node: NodeId) -> Option<DiscoveryStream> {
+        (**self).resolve_fresh(node)
     }
 }
 
@@ -201,16 +211,21 @@ impl Discovery for ConcurrentDiscovery {
     }
 
     fn resolve(&self, node: NodeId) -> Option<DiscoveryStream> {
-        let streams: Vec<DiscoveryStream> = self
-            .services
-            .iter()
-            .filter_map(|s| s.resolve(node))
-            .collect();
-        if streams.is_empty() {
-            return None;
-        }
-        Some(Box::pin(stream::select_all(streams)))
+        merge(self.services.iter().filter_map(|s| s.resolve(node)))
     }
+
+    fn resolve_fresh(&self, node: NodeId) -> Option<DiscoveryStream> {
+        merge(self.services.iter().filter_map(|s| s.resolve_fresh(node)))
+    }
+}
+
+/// The streams interleaved as their items come, or `None` without any.
+fn merge(streams: impl Iterator<Item = DiscoveryStream>) -> Option<DiscoveryStream> {
+    let streams: Vec<DiscoveryStream> = streams.collect();
+    if streams.is_empty() {
+        return None;
+    }
+    Some(Box::pin(stream::select_all(streams)))
 }
 
 /// Why a service found no address for a node: which service, what went wrong, and how long it took.

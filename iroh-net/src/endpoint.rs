@@ -367,6 +367,7 @@ impl Builder {
         let node_id = secret_key.public();
         let watchers = Arc::new(Watchers::new());
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let relays_on = !matches!(self.relay_mode, RelayMode::Disabled);
         let relay_map = match self.relay_mode {
             RelayMode::Disabled => None,
             RelayMode::Custom(map) => Some(map),
@@ -392,6 +393,7 @@ impl Builder {
             let publish = discover::publish_loop(
                 Arc::clone(discovery),
                 Arc::clone(&watchers),
+                relays_on,
                 shutdown.subscribe(),
             );
             tokio::spawn(publish.instrument(span));
@@ -584,6 +586,11 @@ impl Endpoint {
             }
             (None, None) => return Err(ConnectError::NoAddress(node)),
         };
+        // Dropped when this returns: until then, discovery is asked again if nothing connects.
+        let _refresh =
+            self.inner.discovery.as_ref().map(|discovery| {
+                discover::refresh_while_dialling(discovery, actor_tx, node, deadline)
+            });
         let crypto = tls::make_client_config(
             &self.inner.secret_key,
             node,

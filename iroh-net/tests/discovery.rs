@@ -329,4 +329,53 @@ mod with_server {
         .await
         .unwrap();
     }
+
+    /// The first answer names only a dead address (a record from before the node knew its relay); the
+    /// dial does not hang on it: discovery is asked again, past its cache, and the newer record works.
+    #[tokio::test]
+    async fn a_stale_first_answer_is_refreshed_while_dialling() {
+        init_tracing();
+        tokio::time::timeout(TIMEOUT, async {
+            let relay = relay_with_discovery().await;
+            let key = SecretKey::generate();
+            let stale = iroh_relay::protos::discovery::NodeRecord::new(key.public())
+                .with_direct_addresses(["192.0.2.1:1".parse().unwrap()]);
+            let client =
+                iroh_relay::client::pkarr::PkarrClient::builder(relay.discovery_url().unwrap())
+                    .build();
+            let signed =
+                iroh_relay::protos::discovery::SignedRecord::sign_now(&key, &stale).unwrap();
+            client.publish(&signed).await.unwrap();
+
+            let dialler = node(&relay, &relay, true).await;
+            let started = Instant::now();
+            let dial = {
+                let dialler = dialler.clone();
+                let target = key.public();
+                tokio::spawn(async move { dialler.connect(target, ALPN).await })
+            };
+            // The real node comes up after the dialler has its (stale, now cached) answer.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let base = relay.discovery_url().unwrap();
+            let server = Endpoint::builder()
+                .secret_key(key.clone())
+                .alpns(vec![ALPN.to_vec()])
+                .relay_mode(RelayMode::Custom(relay_map(&relay)))
+                .add_discovery(PkarrPublisher::new(key, base))
+                .bind()
+                .await
+                .unwrap();
+            let accept = echo(&server);
+            let conn = dial.await.unwrap().unwrap();
+            println!("connected after {:?}", started.elapsed());
+            round_trip(&conn).await;
+            conn.close(0u32.into(), b"done");
+            accept.await.unwrap();
+            dialler.close().await;
+            server.close().await;
+            relay.shutdown().await;
+        })
+        .await
+        .unwrap();
+    }
 }

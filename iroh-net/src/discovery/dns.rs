@@ -34,6 +34,8 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct DnsDiscovery {
     origin: Arc<str>,
     resolver: TokioResolver,
+    /// The same servers, no cache: for [`Discovery::resolve_fresh`].
+    fresh: TokioResolver,
 }
 
 impl DnsDiscovery {
@@ -44,9 +46,15 @@ impl DnsDiscovery {
         match TokioResolver::builder_tokio() {
             Ok(mut builder) => {
                 tune(builder.options_mut());
+                let resolver = builder.build().map_err(|e| ResolverError(Box::new(e)))?;
+                let mut fresh =
+                    TokioResolver::builder_tokio().map_err(|e| ResolverError(Box::new(e)))?;
+                tune(fresh.options_mut());
+                fresh.options_mut().cache_size = 0;
                 Ok(Self {
                     origin: origin.0,
-                    resolver: builder.build().map_err(|e| ResolverError(Box::new(e)))?,
+                    resolver,
+                    fresh: fresh.build().map_err(|e| ResolverError(Box::new(e)))?,
                 })
             }
             Err(error) => {
@@ -65,11 +73,19 @@ impl DnsDiscovery {
         let mut name_server = NameServerConfig::udp_and_tcp(server.ip());
         name_server.connections = vec![udp, tcp];
         let config = ResolverConfig::from_name_servers(vec![name_server]);
-        let mut builder = TokioResolver::builder_with_config(config, Default::default());
-        tune(builder.options_mut());
+        let build = |cache: bool| {
+            let mut builder =
+                TokioResolver::builder_with_config(config.clone(), Default::default());
+            tune(builder.options_mut());
+            if !cache {
+                builder.options_mut().cache_size = 0;
+            }
+            builder.build().map_err(|e| ResolverError(Box::new(e)))
+        };
         Ok(Self {
             origin: origin.0,
-            resolver: builder.build().map_err(|e| ResolverError(Box::new(e)))?,
+            resolver: build(true)?,
+            fresh: build(false)?,
         })
     }
 
@@ -83,13 +99,21 @@ impl DnsDiscovery {
         format!("{IROH_TXT_LABEL}.{node}.{}.", self.origin)
     }
 
-    /// Looks `node` up once.
+    /// Looks `node` up once (answering from the cache if it can).
     pub async fn lookup(&self, node: NodeId) -> Result<DiscoveryItem, DiscoveryError> {
+        self.lookup_with(&self.resolver, node).await
+    }
+
+    async fn lookup_with(
+        &self,
+        resolver: &TokioResolver,
+        node: NodeId,
+    ) -> Result<DiscoveryItem, DiscoveryError> {
         let started = Instant::now().into_std();
         let fail = |kind| DiscoveryError::new(NAME, started, kind);
         let name = Name::from_str(&self.query_name(node))
             .map_err(|e| fail(DiscoveryErrorKind::Dns(Box::new(e))))?;
-        let lookup = match self.resolver.txt_lookup(name).await {
+        let lookup = match resolver.txt_lookup(name).await {
             Ok(lookup) => lookup,
             Err(error) if error.is_nx_domain() => {
                 return Err(fail(DiscoveryErrorKind::NotFound("NXDOMAIN")));
@@ -138,6 +162,13 @@ impl Discovery for DnsDiscovery {
         Some(Box::pin(stream::once(
             async move { this.lookup(node).await },
         )))
+    }
+
+    fn resolve_fresh(&self, node: NodeId) -> Option<DiscoveryStream> {
+        let this = self.clone();
+        Some(Box::pin(stream::once(async move {
+            this.lookup_with(&this.fresh, node).await
+        })))
     }
 }
 

@@ -1,7 +1,11 @@
 //! The Endpoint's side of discovery: publishing our addressing when it changes, and finding a node's
 //! addresses while dialling it.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures_util::StreamExt;
 use iroh_base::{NodeAddr, NodeId};
@@ -125,16 +129,88 @@ fn spawn_rest(
     tokio::spawn(task.instrument(span));
 }
 
+/// The first re-resolve of a dial that has not connected yet; each later one waits twice as long.
+const FIRST_REFRESH: Duration = Duration::from_millis(500);
+/// How long the first publish waits for the home relay (so that the first record names it).
+pub(super) const FIRST_PUBLISH_WAIT: Duration = Duration::from_secs(3);
+
+/// Ends the re-resolving of [`refresh_while_dialling`] when dropped (the dial is over).
+#[derive(Debug)]
+pub(super) struct DialGuard {
+    _done: oneshot::Sender<()>,
+}
+
+/// While a dial runs, resolves `node` again past caches after [`FIRST_REFRESH`], then at doubling
+/// intervals, until `deadline` or until the guard is dropped: what an earlier answer gave may be stale
+/// (a record published before the node knew its relay, a node that moved).
+pub(super) fn refresh_while_dialling(
+    discovery: &Arc<ConcurrentDiscovery>,
+    actor_tx: &mpsc::Sender<ActorMsg>,
+    node: NodeId,
+    deadline: Instant,
+) -> DialGuard {
+    let (done, mut ended) = oneshot::channel::<()>();
+    let discovery = Arc::clone(discovery);
+    let actor_tx = actor_tx.clone();
+    let task = async move {
+        let mut wait = FIRST_REFRESH;
+        loop {
+            let at = Instant::now() + wait;
+            if at >= deadline {
+                return;
+            }
+            tokio::select! {
+                _ = &mut ended => return,
+                () = tokio::time::sleep_until(at.into()) => {}
+            }
+            let Some(mut stream) = discovery.resolve_fresh(node) else {
+                return;
+            };
+            debug!(after = ?wait, "dial not connected yet; resolving again");
+            let drain = async {
+                while let Some(next) = stream.next().await {
+                    if let Ok(item) = next {
+                        let source = Source::Discovery(item.provenance);
+                        if register(&actor_tx, item.node_addr, source).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                _ = &mut ended => return,
+                () = drain => {}
+            }
+            wait *= 2;
+        }
+    };
+    let span = tracing::debug_span!("discovery_refresh", node = %node.fmt_short());
+    tokio::spawn(task.instrument(span));
+    DialGuard { _done: done }
+}
+
 /// Publishes our addressing through `discovery` whenever the home relay or the direct addresses change,
 /// until `shutdown`.
+///
+/// With relays on (`wait_for_relay`), the first publish waits until the home relay is known, at most
+/// [`FIRST_PUBLISH_WAIT`]: a first record without it would send early dialers to direct addresses only,
+/// which a NAT may not let through.
 pub(super) async fn publish_loop(
     discovery: Arc<ConcurrentDiscovery>,
     watchers: Arc<Watchers>,
+    wait_for_relay: bool,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut home = watchers.home_relay.subscribe();
     let mut direct = watchers.direct_addrs.subscribe();
     drop(watchers);
+    if wait_for_relay {
+        let waited = tokio::time::timeout(FIRST_PUBLISH_WAIT, home.wait_for(Option::is_some));
+        tokio::select! {
+            _ = waited => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
     let mut last = NodeData::default();
     loop {
         let data = NodeData {

@@ -17,6 +17,16 @@
 //! - `--provide-args "..."` / `--fetch-args "..."` on netsim's command line append further arguments (for
 //!   example a verbosity flag), after the ones above.
 //!
+//! The `by-node-id` fault scenario also needs discovery (the relay runs a discovery server: the publish
+//! endpoint on its URL, authoritative DNS on UDP/TCP port 53 of the same host for the origin `iroh.test`):
+//!
+//! ```text
+//! PROGRAM [ARGS...] provide --size BYTES --relay-url URL --json [--relay-insecure] --discovery-url URL
+//! PROGRAM [ARGS...] fetch --node-id ID --relay-url URL --json [--relay-insecure] --dns-server IP:PORT --dns-origin iroh.test
+//! ```
+//!
+//! and the provider's first line then carries its NodeId too: `{"ticket": "node...", "node_id": "..."}`.
+//!
 //! Standard output, one JSON object per line (other lines are ignored and logged; standard error is logged):
 //!
 //! - provider, first JSON line, as soon as it can be dialled: `{"ticket": "node..."}`. Then it serves until
@@ -65,6 +75,9 @@ impl PathKind {
 pub(crate) struct TicketLine {
     /// What the fetcher needs to dial the provider.
     pub(crate) ticket: String,
+    /// The provider's NodeId, for dialling by it alone (peers with discovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) node_id: Option<String>,
 }
 
 /// A fetcher's path event.
@@ -196,13 +209,24 @@ pub(crate) fn parse_fetcher_line(line: &str) -> FetcherLine {
     }
 }
 
-/// Reads the ticket from a provider's line, if it is the ticket line.
-pub(crate) fn parse_ticket_line(line: &str) -> Option<String> {
+/// Reads a provider's ticket line (ticket and NodeId), if it is one.
+pub(crate) fn parse_provider_line(line: &str) -> Option<TicketLine> {
     serde_json::from_str::<TicketLine>(line)
         .ok()
-        .map(|t| t.ticket)
-        .filter(|t| !t.is_empty())
+        .filter(|t| !t.ticket.is_empty())
 }
+
+/// How the fetcher dials the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dial {
+    /// With the provider's ticket.
+    Ticket,
+    /// With its NodeId alone, found through the relay's discovery server (the provider publishes).
+    NodeId,
+}
+
+/// The DNS origin of the relay's discovery server.
+pub(crate) const DISCOVERY_ORIGIN: &str = "iroh.test";
 
 /// The peer program and the arguments before `provide` / `fetch`.
 #[derive(Debug, Clone)]
@@ -299,6 +323,51 @@ impl PeerCmd {
         args
     }
 
+    /// The provider's arguments when it publishes to the discovery server at `discovery_url`.
+    pub(crate) fn provide_publishing_args(
+        &self,
+        size: u64,
+        relay_url: &str,
+        insecure: bool,
+        discovery_url: &str,
+    ) -> Vec<String> {
+        let mut args = self.provide_args(size, relay_url, insecure);
+        let extra = args.split_off(args.len() - self.provide_extra.len());
+        args.extend(["--discovery-url".to_owned(), discovery_url.to_owned()]);
+        args.extend(extra);
+        args
+    }
+
+    /// The fetcher's arguments when it dials `node_id` alone, resolving it at `dns_server`.
+    pub(crate) fn fetch_by_node_id_args(
+        &self,
+        node_id: &str,
+        relay_url: &str,
+        insecure: bool,
+        dns_server: &str,
+    ) -> Vec<String> {
+        let mut args = self.args.clone();
+        args.extend(
+            [
+                "fetch",
+                "--node-id",
+                node_id,
+                "--relay-url",
+                relay_url,
+                "--json",
+            ]
+            .map(str::to_owned),
+        );
+        if insecure {
+            args.push(RELAY_INSECURE_FLAG.to_owned());
+        }
+        args.extend(
+            ["--dns-server", dns_server, "--dns-origin", DISCOVERY_ORIGIN].map(str::to_owned),
+        );
+        args.extend(self.fetch_extra.iter().cloned());
+        args
+    }
+
     /// The arguments of the fetcher.
     pub(crate) fn fetch_args(&self, ticket: &str, relay_url: &str, insecure: bool) -> Vec<String> {
         let mut args = self.args.clone();
@@ -364,10 +433,14 @@ mod tests {
             FetcherLine::Other
         );
         assert_eq!(
-            parse_ticket_line(r#"{"ticket": "nodeabc"}"#).as_deref(),
+            parse_provider_line(r#"{"ticket": "nodeabc"}"#)
+                .map(|t| t.ticket)
+                .as_deref(),
             Some("nodeabc")
         );
-        assert_eq!(parse_ticket_line("hello"), None);
+        assert!(parse_provider_line("hello").is_none());
+        let both = parse_provider_line(r#"{"ticket": "nodeabc", "node_id": "xyz"}"#).unwrap();
+        assert_eq!(both.node_id.as_deref(), Some("xyz"));
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //!   The transfer must not notice: it stays direct, no path event to the relay, data intact.
 //! - `lossy`: 25 ms each way on both access links (100 ms round trip) and 1% loss on each link in each
 //!   direction (about 2% each way end to end). The transfer must complete intact.
+//! - `by-node-id`: the provider publishes its address to the discovery server in the relay process; the
+//!   fetcher knows only its NodeId and resolves it over DNS (port 53 of the relay's host). The transfer must
+//!   complete intact and go direct (both sites are home routers). Needs a peer program with discovery
+//!   (the `transfer` example); with the stand-in it is reported as not run.
 //!
 //! The first two need the transfer to outlast the fault, so both access links are limited with `tbf`
 //! (`--fault-rate-mbit`, default 20) and the transfer is `--fault-size` bytes (default 60 MB, about 24 s at
@@ -22,7 +26,7 @@ use std::{
 use serde::Serialize;
 
 use super::{
-    contract::{FetchResult, PathKind, PeerCmd},
+    contract::{Dial, FetchResult, PathKind, PeerCmd},
     matrix::FAULT_DIRECT_WAIT,
     shaper::LinkParams,
     sys::Run,
@@ -73,7 +77,7 @@ pub(crate) struct FaultReport {
 }
 
 /// The scenario names, in run order.
-pub(crate) const SCENARIOS: [&str; 3] = ["direct-drop", "relay-restart", "lossy"];
+pub(crate) const SCENARIOS: [&str; 4] = ["direct-drop", "relay-restart", "lossy", "by-node-id"];
 
 /// Runs the scenarios named in `which`, printing progress.
 pub(crate) fn run(run: &Run, options: &FaultOptions, which: &[String]) -> Vec<FaultReport> {
@@ -82,6 +86,12 @@ pub(crate) fn run(run: &Run, options: &FaultOptions, which: &[String]) -> Vec<Fa
         .into_iter()
         .filter(|n| which.iter().any(|w| w == n))
     {
+        if name == "by-node-id" && options.peer.is_stand_in() {
+            println!(
+                "faults: by-node-id not run: the stand-in peer has no discovery (--peer-cmd target/debug/examples/transfer)"
+            );
+            continue;
+        }
         println!("faults: {name} ...");
         let started = Instant::now();
         let mut scenario = Scenario {
@@ -93,6 +103,7 @@ pub(crate) fn run(run: &Run, options: &FaultOptions, which: &[String]) -> Vec<Fa
         let result = match name {
             "direct-drop" => scenario.direct_drop(run, options),
             "relay-restart" => scenario.relay_restart(run, options),
+            "by-node-id" => scenario.by_node_id(run, options),
             _ => scenario.lossy(run, options),
         };
         let result = match result {
@@ -108,7 +119,7 @@ pub(crate) fn run(run: &Run, options: &FaultOptions, which: &[String]) -> Vec<Fa
                     .reasons
                     .push("content does not match (hash_ok false)".into());
             }
-            let size = if name == "lossy" {
+            let size = if name == "lossy" || name == "by-node-id" {
                 options.lossy_size
             } else {
                 options.size
@@ -358,6 +369,36 @@ impl Scenario {
             "provider link: {} of {} frames dropped out, {} of {} in",
             ab.dropped, ab.frames_in, ba.dropped, ba.frames_in
         ));
+        Ok(Some(result))
+    }
+}
+
+impl Scenario {
+    fn by_node_id(
+        &mut self,
+        run: &Run,
+        options: &FaultOptions,
+    ) -> Result<Option<FetchResult>, String> {
+        let topo = Self::topology(run, options, LinkParams::delay_ms(options.delay_ms))?;
+        self.t0 = Some(Instant::now());
+        self.note("the provider publishes to the relay's discovery server; the fetcher has its NodeId only");
+        let transfer = Transfer::start_dialling(
+            &topo,
+            &options.peer,
+            (0, 1),
+            options.lossy_size,
+            "fault-by-node-id",
+            Dial::NodeId,
+        )?;
+        self.t0 = Some(transfer.started);
+        let result = self.finish(transfer, options)?;
+        if result.final_path != PathKind::Direct {
+            self.reasons
+                .push("dialled by NodeId, but never went direct between two home routers".into());
+        }
+        if let Some(ms) = result.time_to_direct_ms {
+            self.note(&format!("direct after {ms:.0} ms (discovery included)"));
+        }
         Ok(Some(result))
     }
 }

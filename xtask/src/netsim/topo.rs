@@ -520,6 +520,11 @@ impl<'r> Topology<'r> {
         SocketAddr::from((RELAY_IP, if self.relay_tls { 443 } else { 80 }))
     }
 
+    /// The discovery DNS server in the relay process (UDP and TCP).
+    pub(crate) fn dns_server(&self) -> SocketAddr {
+        SocketAddr::from((RELAY_IP, 53))
+    }
+
     /// The relay's STUN address.
     pub(crate) fn relay_stun(&self) -> SocketAddr {
         SocketAddr::from((RELAY_IP, STUN_PORT))
@@ -538,8 +543,14 @@ impl<'r> Topology<'r> {
         } else {
             String::new()
         };
+        // Discovery in the relay process: the publish endpoint on its listener, DNS on port 53.
+        let discovery = format!(
+            "\n[discovery]\norigin = \"{}\"\ndns_bind = \"{}\"\n",
+            super::contract::DISCOVERY_ORIGIN,
+            self.dns_server()
+        );
         let config = format!(
-            "relay_bind = \"{tcp}\"\nhostname = \"{RELAY_IP}\"\nstun_bind = \"{}\"\nshutdown_timeout_secs = 1\n{tls}",
+            "relay_bind = \"{tcp}\"\nhostname = \"{RELAY_IP}\"\nstun_bind = \"{}\"\nshutdown_timeout_secs = 1\n{tls}{discovery}",
             self.relay_stun()
         );
         std::fs::write(&self.relay_config, config)

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{
     contract::{
-        FetchResult, FetcherLine, PathKind, PeerCmd, parse_fetcher_line, parse_ticket_line,
+        Dial, FetchResult, FetcherLine, PathKind, PeerCmd, parse_fetcher_line, parse_provider_line,
     },
     sys::{NoLine, NsProcess, Pipes},
     topo::Topology,
@@ -68,6 +68,18 @@ impl Transfer {
         size: u64,
         label: &str,
     ) -> Result<Self, String> {
+        Self::start_dialling(topo, peer, sites, size, label, Dial::Ticket)
+    }
+
+    /// [`Transfer::start`], with the fetcher dialling as `dial` says.
+    pub(crate) fn start_dialling(
+        topo: &Topology<'_>,
+        peer: &PeerCmd,
+        sites: (usize, usize),
+        size: u64,
+        label: &str,
+        dial: Dial,
+    ) -> Result<Self, String> {
         let run = topo.run();
         let relay_url = topo.relay_url();
         let insecure = topo.relay_insecure();
@@ -79,7 +91,12 @@ impl Transfer {
             "provider",
             &topo.site(sites.0)?.host_ns,
             &peer.program,
-            &peer.provide_args(size, &relay_url, insecure),
+            &match dial {
+                Dial::Ticket => peer.provide_args(size, &relay_url, insecure),
+                Dial::NodeId => {
+                    peer.provide_publishing_args(size, &relay_url, insecure, &relay_url)
+                }
+            },
             &run.dir().join(format!("{label}-provider.log")),
             pipes,
         )?;
@@ -88,7 +105,7 @@ impl Transfer {
             let left = deadline.saturating_duration_since(Instant::now());
             match provider.next_line(left) {
                 Ok(line) => {
-                    if let Some(ticket) = parse_ticket_line(&line) {
+                    if let Some(ticket) = parse_provider_line(&line) {
                         break ticket;
                     }
                 }
@@ -112,7 +129,21 @@ impl Transfer {
             "fetcher",
             &topo.site(sites.1)?.host_ns,
             &peer.program,
-            &peer.fetch_args(&ticket, &relay_url, insecure),
+            &match (dial, &ticket.node_id) {
+                (Dial::Ticket, _) => peer.fetch_args(&ticket.ticket, &relay_url, insecure),
+                (Dial::NodeId, Some(node_id)) => peer.fetch_by_node_id_args(
+                    node_id,
+                    &relay_url,
+                    insecure,
+                    &topo.dns_server().to_string(),
+                ),
+                (Dial::NodeId, None) => {
+                    return Err(format!(
+                        "the provider printed no node_id with its ticket (needed to dial by NodeId); log {}",
+                        provider.log().display()
+                    ));
+                }
+            },
             &run.dir().join(format!("{label}-fetcher.log")),
             pipes,
         )?;

@@ -247,6 +247,7 @@ async fn provide(size: u64, relay_url: RelayUrl, insecure: bool) -> Result<(), S
     let ticket = NodeTicket::new(NodeAddr::from_parts(node_id, Some(relay_url), addrs));
     print_line(&TicketLine {
         ticket: ticket.to_string(),
+        node_id: Some(node_id.to_string()),
     });
     let seed = u64::from(std::process::id()) ^ 0xfeed_5eed;
     let mut fetcher: Option<NodeId> = None;
