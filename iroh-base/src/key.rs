@@ -104,6 +104,13 @@ impl PublicKey {
             .map_err(|_| SignatureError)
     }
 
+    /// The 32 bytes a key's text form (52 z-base-32 or 64 hex characters) stands for, **without**
+    /// checking that they are a valid key: for looking keys up by their bytes on a hot path (a discovery
+    /// server's DNS answers) where only keys validated earlier can match. Use [`FromStr`] for a key.
+    pub fn decode_unchecked(text: &str) -> Result<[u8; PUBLIC_KEY_LENGTH], KeyParsingError> {
+        decode_32(text)
+    }
+
     /// A short, human-friendly prefix of the z-base-32 form, for logs: enough to tell nodes apart at a
     /// glance, not enough to identify one securely.
     pub fn fmt_short(&self) -> String {

@@ -8,6 +8,7 @@
 //! cargo run --release -p iroh-bench -- connect --connects 200
 //! cargo run --release -p iroh-bench -- relay                      # the relay server alone
 //! cargo run --release -p iroh-bench -- memory
+//! cargo run --release -p iroh-bench -- discovery                  # 1,000,000 records; needs dnsperf
 //! ```
 //!
 //! Measures (subcommands; none means `all`):
@@ -19,6 +20,9 @@
 //! - `relay` ([`relay`]): datagrams/s and Gbit/s through the relay server over TLS; its RSS per idle client.
 //! - `memory` ([`memory`]): RSS of an idle endpoint against an idle raw quinn endpoint, each in a fresh
 //!   child process.
+//! - `discovery` ([`discovery`], not part of `all`): connect by NodeId through DNS against by NodeAddr,
+//!   publish to resolvable, the discovery server's store filled to `--records` and its DNS under
+//!   `dnsperf`.
 //!
 //! Modes (`--mode`, comma-separated; default all): `raw` quinn, the endpoint `direct`, the endpoint
 //! `relay`-only ([`setup`] says how they are made alike). The relay is a real iroh-relay server with a
@@ -42,6 +46,7 @@
 )]
 
 mod connect;
+mod discovery;
 mod memory;
 mod peak;
 mod quic_peer;
@@ -154,6 +159,16 @@ enum Measure {
     Relay,
     /// RSS of an idle endpoint against an idle raw quinn endpoint, and peak RSS during a transfer per mode.
     Memory,
+    /// Discovery: connect by NodeId against by NodeAddr, publish to resolvable, the discovery server's
+    /// DNS under dnsperf with a large store (not part of `all`: it needs dnsperf).
+    Discovery {
+        /// Records in the store for the DNS measure (default 1,000,000; --quick 2,000).
+        #[arg(long)]
+        records: Option<usize>,
+        /// Seconds of each dnsperf run (default 10; --quick 1).
+        #[arg(long)]
+        dns_secs: Option<f64>,
+    },
     /// Raw quinn between two hosts (the baseline of `cargo xtask netsim`'s loss ladder).
     #[command(subcommand)]
     QuicPeer(quic_peer::Role),
@@ -163,6 +178,13 @@ enum Measure {
         /// Runtime worker threads (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
+    },
+    /// (Internal) run a discovery server on a record database until stdin closes.
+    #[command(hide = true)]
+    ServeDiscovery {
+        /// The record database file.
+        #[arg(long)]
+        db: PathBuf,
     },
     /// (Internal) move bytes in one mode and print the peak memory.
     #[command(hide = true)]
@@ -323,6 +345,8 @@ fn main() -> ExitCode {
         Some(Measure::IdleRss { kind, idle_ms }) => memory::child(*kind, *idle_ms),
         Some(Measure::QuicPeer(role)) => quic_peer::main(role),
         Some(Measure::PeakRss { of, bytes }) => peak::child(*of, *bytes),
+        Some(Measure::ServeDiscovery { db }) => discovery::serve(db),
+        Some(Measure::Discovery { records, dns_secs }) => run_discovery(&cli, *records, *dns_secs),
         _ => run(&cli),
     };
     match outcome {
@@ -332,6 +356,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_discovery(cli: &Cli, records: Option<usize>, dns_secs: Option<f64>) -> Result<()> {
+    let options = discovery::Options {
+        connects: cli.connects.unwrap_or(if cli.quick { 10 } else { 100 }),
+        records: records.unwrap_or(if cli.quick { 2_000 } else { 1_000_000 }),
+        dns_secs: dns_secs.unwrap_or(if cli.quick { 1.0 } else { 10.0 }),
+    };
+    let machine = sys::Machine::describe();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let results = runtime.block_on(discovery::measure(&options))?;
+    println!(
+        "\niroh-bench discovery on {} cores, {} MiB, Linux {}, {}; load {:.2} at start",
+        machine.nproc, machine.memory_mib, machine.kernel, machine.rustc, machine.load_at_start
+    );
+    println!("{}", results.table());
+    if let Some(path) = &cli.json {
+        discovery::write_json(&results, path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 fn run(cli: &Cli) -> Result<()> {

@@ -143,6 +143,20 @@ fn ci() -> ExitCode {
                 "--quick",
             ],
             &[],
+        )?;
+        // Discovery: connect by NodeId, publish to resolvable, and dnsperf against a small store.
+        cargo(
+            &root,
+            &[
+                "run",
+                "--locked",
+                "-p",
+                "iroh-bench",
+                "--",
+                "discovery",
+                "--quick",
+            ],
+            &[],
         )
     });
     run_step(&mut results, "netsim (NAT matrix)", || netsim_ci(&root));

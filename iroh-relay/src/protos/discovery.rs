@@ -269,6 +269,24 @@ impl NodeRecord {
     }
 }
 
+/// The TXT answers named `_iroh.<z32>` (then anything, an origin) in a DNS packet: each answer's TTL and
+/// character strings. What a discovery DNS server serves for a record, without parsing its key.
+pub fn iroh_txt_answers(packet: &[u8], z32: &str) -> Result<Vec<TxtAnswer>, RecordError> {
+    let packet = Packet::parse(packet).map_err(|_| RecordError::Dns)?;
+    Ok(packet
+        .answers
+        .iter()
+        .filter(|answer| is_iroh_name(&answer.name, z32))
+        .filter_map(|answer| match &answer.rdata {
+            RData::TXT(txt) => Some(TxtAnswer {
+                ttl: answer.ttl,
+                strings: txt_raw_strings(txt),
+            }),
+            _ => None,
+        })
+        .collect())
+}
+
 /// Whether `name` is `_iroh.<z32>`, optionally followed by more labels (an origin).
 fn is_iroh_name(name: &Name<'_>, z32: &str) -> bool {
     let mut labels = name.get_labels().iter().map(ToString::to_string);
@@ -382,20 +400,13 @@ impl SignedRecord {
     /// The TXT answers for `_iroh.<node id>` in the signed packet, each as its TTL and its character
     /// strings: what a DNS server serves for the record, unknown keys included.
     pub fn iroh_txt_answers(&self) -> Result<Vec<TxtAnswer>, RecordError> {
-        let packet = Packet::parse(self.dns_packet()).map_err(|_| RecordError::Dns)?;
-        let z32 = self.node_id().to_string();
-        Ok(packet
-            .answers
-            .iter()
-            .filter(|answer| is_iroh_name(&answer.name, &z32))
-            .filter_map(|answer| match &answer.rdata {
-                RData::TXT(txt) => Some(TxtAnswer {
-                    ttl: answer.ttl,
-                    strings: txt_raw_strings(txt),
-                }),
-                _ => None,
-            })
-            .collect())
+        iroh_txt_answers(self.dns_packet(), &self.node_id().to_string())
+    }
+
+    /// The stored bytes' DNS packet, for a server that looks records up by key bytes (see
+    /// [`iroh_txt_answers`]); `None` if `bytes` are too short to be a record.
+    pub fn packet_of(bytes: &[u8]) -> Option<&[u8]> {
+        bytes.get(HEADER_LEN..)
     }
 
     /// Parses and verifies the form pkarr relays carry over HTTP (`signature | timestamp | packet`, the

@@ -29,12 +29,12 @@ use hickory_server::{
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
     zone_handler::MessageResponseBuilder,
 };
-use iroh_base::NodeId;
+use iroh_base::PublicKey;
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::{debug, warn};
 
 use super::Shared;
-use crate::protos::discovery::{IROH_TXT_LABEL, SignedRecord};
+use crate::protos::discovery::{IROH_TXT_LABEL, SignedRecord, TxtAnswer, iroh_txt_answers};
 
 /// How long a TCP connection may be idle.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,12 +102,9 @@ impl ZoneHandler {
                 RecordType::SOA => (ResponseCode::NoError, vec![self.soa.clone()], None),
                 _ => (ResponseCode::NoError, Vec::new(), soa),
             },
-            1 if self.record(labels[0]).is_some() => (ResponseCode::NoError, Vec::new(), soa),
+            1 if self.answers(labels[0]).is_some() => (ResponseCode::NoError, Vec::new(), soa),
             2 if labels[0].eq_ignore_ascii_case(IROH_TXT_LABEL.as_bytes()) => {
-                let answers = self
-                    .record(labels[1])
-                    .and_then(|record| record.iroh_txt_answers().ok())
-                    .filter(|answers| !answers.is_empty());
+                let answers = self.answers(labels[1]);
                 let Some(answers) = answers else {
                     return (ResponseCode::NXDomain, Vec::new(), soa);
                 };
@@ -116,7 +113,7 @@ impl ZoneHandler {
                 }
                 let name = query.original().name().clone();
                 let records = answers
-                    .into_iter()
+                    .iter()
                     .map(|answer| {
                         let strings: Vec<&[u8]> =
                             answer.strings.iter().map(Vec::as_slice).collect();
@@ -130,16 +127,30 @@ impl ZoneHandler {
         }
     }
 
-    /// The stored record of the node a label names, if it is a NodeId with one.
-    fn record(&self, label: &[u8]) -> Option<SignedRecord> {
-        let node: NodeId = std::str::from_utf8(label).ok()?.parse().ok()?;
-        match self.shared.store.get(&node) {
-            Ok(record) => record,
+    /// The TXT answers of the node a label names, if it is a NodeId with a stored record that has
+    /// some; from the answer cache when it can. The key is decoded, not validated (a hot path:
+    /// validating is a curve point decompression): only valid keys were stored.
+    fn answers(&self, label: &[u8]) -> Option<Arc<[TxtAnswer]>> {
+        let z32 = std::str::from_utf8(label).ok()?;
+        let key = PublicKey::decode_unchecked(z32).ok()?;
+        let generation = match self.shared.answers.get(&key) {
+            Ok(cached) => return cached,
+            Err(generation) => generation,
+        };
+        let stored = match self.shared.store.get_raw(&key) {
+            Ok(stored) => stored,
             Err(error) => {
                 warn!(%error, "record store read failed");
-                None
+                return None;
             }
-        }
+        };
+        let answers: Option<Arc<[TxtAnswer]>> = stored.and_then(|bytes| {
+            let packet = SignedRecord::packet_of(&bytes)?;
+            let answers = iroh_txt_answers(packet, &z32.to_ascii_lowercase()).ok()?;
+            (!answers.is_empty()).then(|| answers.into())
+        });
+        self.shared.answers.insert(key, answers.clone(), generation);
+        answers
     }
 }
 

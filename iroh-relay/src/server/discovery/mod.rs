@@ -49,7 +49,7 @@ use self::{
 pub use self::{limiter::RequestRate, store::StoreError};
 use super::{ServerError, metrics::Metrics};
 use crate::protos::discovery::{
-    MAX_SIGNED_RECORD_LEN, PKARR_CONTENT_TYPE, PKARR_PATH, SignedRecord, now_micros,
+    MAX_SIGNED_RECORD_LEN, PKARR_CONTENT_TYPE, PKARR_PATH, SignedRecord, TxtAnswer, now_micros,
 };
 
 /// The origin of `iroh-relay --dev`.
@@ -151,10 +151,71 @@ impl DiscoveryConfig {
     }
 }
 
+/// The most nodes whose DNS answers are kept in memory; when full, it starts over.
+const ANSWER_CACHE: usize = 200_000;
+
+/// DNS answers by node key bytes (`None`: no record), in front of the store: a query for a known node
+/// costs a hash lookup instead of a database read and a packet parse. Every write to the store removes
+/// its node's entry, so it is never stale; an answer read from the store while a write happened is not
+/// cached (it may predate the write).
+#[derive(Debug, Default)]
+pub(crate) struct AnswerCache {
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    answers: std::collections::HashMap<[u8; 32], Cached>,
+    /// Counts writes (forget, clear).
+    generation: u64,
+}
+
+/// A node's cached answers: `None` when it has no record.
+type Cached = Option<Arc<[TxtAnswer]>>;
+
+impl AnswerCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The cached answers of `key` if any, else the generation to pass to [`AnswerCache::insert`].
+    pub(crate) fn get(&self, key: &[u8; 32]) -> Result<Cached, u64> {
+        let inner = self.lock();
+        inner.answers.get(key).cloned().ok_or(inner.generation)
+    }
+
+    /// Caches what the store said about `key`, unless a write came after `generation` was read.
+    pub(crate) fn insert(&self, key: [u8; 32], answers: Cached, generation: u64) {
+        let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
+        if inner.answers.len() >= ANSWER_CACHE {
+            inner.answers.clear();
+        }
+        inner.answers.insert(key, answers);
+    }
+
+    /// `key`'s record changed.
+    pub(crate) fn forget(&self, key: &[u8; 32]) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.answers.remove(key);
+    }
+
+    /// Records changed (eviction).
+    pub(crate) fn clear(&self) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.answers.clear();
+    }
+}
+
 /// What the HTTP handlers and the DNS server share.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) store: Store,
+    pub(crate) answers: AnswerCache,
     limiter: Mutex<IpLimiter>,
     pub(crate) metrics: Arc<Metrics>,
     max_future_skew: Duration,
@@ -189,6 +250,7 @@ impl Discovery {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
         let shared = Arc::new(Shared {
             store,
+            answers: AnswerCache::default(),
             limiter: Mutex::new(IpLimiter::new(config.publish_rate, MAX_TRACKED_SOURCES)),
             metrics,
             max_future_skew: config.max_future_skew,
@@ -285,6 +347,7 @@ async fn evict_loop(
         match evicted {
             Ok((Ok(evicted), len)) => {
                 if evicted > 0 {
+                    shared.answers.clear();
                     info!(evicted, "evicted discovery records not republished in time");
                     shared.metrics.discovery_evicted.inc_by(evicted);
                 }
@@ -411,6 +474,7 @@ async fn publish(shared: &Shared, node: NodeId, payload: &[u8]) -> Response<Body
     }
     match shared.store.put(record).await {
         Ok(PutOutcome::Stored) => {
+            shared.answers.forget(node.as_bytes());
             metrics.discovery_publish("stored");
             if let Ok(len) = shared.store.len() {
                 metrics
@@ -478,4 +542,41 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
 /// The path prefix of the publish endpoint, with its slashes: `/pkarr/`.
 pub(crate) fn route_prefix() -> String {
     format!("/{PKARR_PATH}/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answers(ttl: u32) -> Cached {
+        Some(
+            vec![TxtAnswer {
+                ttl,
+                strings: vec![b"addr=192.0.2.1:1".to_vec()],
+            }]
+            .into(),
+        )
+    }
+
+    #[test]
+    fn the_answer_cache_never_keeps_what_a_write_made_stale() {
+        let cache = AnswerCache::default();
+        let key = [7u8; 32];
+        // A miss, then what the store said is cached.
+        let generation = cache.get(&key).unwrap_err();
+        cache.insert(key, None, generation);
+        assert_eq!(cache.get(&key), Ok(None));
+        // A write forgets it.
+        cache.forget(&key);
+        let generation = cache.get(&key).unwrap_err();
+        // A reader that read the store before another write must not cache what it read.
+        cache.forget(&[9u8; 32]);
+        cache.insert(key, answers(1), generation);
+        assert!(cache.get(&key).is_err(), "a stale read was cached");
+        let generation = cache.get(&key).unwrap_err();
+        cache.insert(key, answers(2), generation);
+        assert_eq!(cache.get(&key).unwrap().unwrap()[0].ttl, 2);
+        cache.clear();
+        assert!(cache.get(&key).is_err());
+    }
 }

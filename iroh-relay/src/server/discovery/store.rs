@@ -151,6 +151,17 @@ impl Store {
         }
     }
 
+    /// The stored bytes of the record under key bytes `key` (not checked to be a valid key: a key that
+    /// is not one was never stored), without parsing them.
+    pub(crate) fn get_raw(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_error)?;
+        let table = tx.open_table(RECORDS).map_err(db_error)?;
+        Ok(table
+            .get(key)
+            .map_err(db_error)?
+            .map(|v| v.value().to_vec()))
+    }
+
     /// How many records are stored.
     pub(crate) fn len(&self) -> Result<u64, StoreError> {
         let tx = self.db.begin_read().map_err(db_error)?;
