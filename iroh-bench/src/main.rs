@@ -168,6 +168,9 @@ enum Measure {
         /// Seconds of each dnsperf run (default 10; --quick 1).
         #[arg(long)]
         dns_secs: Option<f64>,
+        /// Keep the filled store in this directory and reuse it on the next run.
+        #[arg(long)]
+        keep_dir: Option<PathBuf>,
     },
     /// Raw quinn between two hosts (the baseline of `cargo xtask netsim`'s loss ladder).
     #[command(subcommand)]
@@ -346,7 +349,11 @@ fn main() -> ExitCode {
         Some(Measure::QuicPeer(role)) => quic_peer::main(role),
         Some(Measure::PeakRss { of, bytes }) => peak::child(*of, *bytes),
         Some(Measure::ServeDiscovery { db }) => discovery::serve(db),
-        Some(Measure::Discovery { records, dns_secs }) => run_discovery(&cli, *records, *dns_secs),
+        Some(Measure::Discovery {
+            records,
+            dns_secs,
+            keep_dir,
+        }) => run_discovery(&cli, *records, *dns_secs, keep_dir.clone()),
         _ => run(&cli),
     };
     match outcome {
@@ -358,11 +365,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_discovery(cli: &Cli, records: Option<usize>, dns_secs: Option<f64>) -> Result<()> {
+fn run_discovery(
+    cli: &Cli,
+    records: Option<usize>,
+    dns_secs: Option<f64>,
+    keep_dir: Option<PathBuf>,
+) -> Result<()> {
     let options = discovery::Options {
         connects: cli.connects.unwrap_or(if cli.quick { 10 } else { 100 }),
         records: records.unwrap_or(if cli.quick { 2_000 } else { 1_000_000 }),
         dns_secs: dns_secs.unwrap_or(if cli.quick { 1.0 } else { 10.0 }),
+        keep_dir,
     };
     let machine = sys::Machine::describe();
     let runtime = tokio::runtime::Builder::new_multi_thread()

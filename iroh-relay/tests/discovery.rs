@@ -383,6 +383,44 @@ async fn dig_reads_the_records() {
     .unwrap();
 }
 
+#[tokio::test]
+async fn metrics_count_publishes_fetches_and_queries() {
+    tokio::time::timeout(TIMEOUT, async {
+        init_logging();
+        let config = ServerConfig::dev()
+            .with_metrics_bind(Some("127.0.0.1:0".parse().unwrap()))
+            .with_discovery(Some(discovery_config()));
+        let server = Server::spawn(config).await.unwrap();
+        let client = client(&server);
+        let key = SecretKey::generate();
+        let signed = SignedRecord::sign_now(&key, &record(&key, 11)).unwrap();
+        client.publish(&signed).await.unwrap();
+        assert!(
+            client.publish(&signed).await.is_err(),
+            "a replay is refused"
+        );
+        client.fetch(key.public()).await.unwrap();
+        let dns_addr = server.dns_addr().unwrap();
+        dns(dns_addr, &iroh_name(&key), RecordType::TXT, false).await;
+        dns(dns_addr, "example.org.", RecordType::A, false).await;
+        let (status, text) = http_get_plain(server.metrics_addr().unwrap(), "/metrics").await;
+        assert_eq!(status, 200);
+        for line in [
+            "iroh_relay_discovery_publishes_total{result=\"stored\"} 1",
+            "iroh_relay_discovery_publishes_total{result=\"not_newer\"} 1",
+            "iroh_relay_discovery_fetches_total{result=\"found\"} 1",
+            "iroh_relay_discovery_records 1",
+            "iroh_relay_dns_queries_total{rcode=\"noerror\"} 1",
+            "iroh_relay_dns_queries_total{rcode=\"refused\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        server.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
 fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "iroh-discovery-test-{}-{}",

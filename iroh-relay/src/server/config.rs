@@ -111,6 +111,8 @@ pub struct DiscoverySection {
     pub evict_after_secs: Option<f64>,
     /// Seconds a record's timestamp may be ahead of the server's clock. Default 600.
     pub max_future_skew_secs: Option<f64>,
+    /// Nodes whose DNS answers are kept in memory (about 200 bytes each). Default 1000000.
+    pub dns_cache_records: Option<usize>,
 }
 
 impl DiscoverySection {
@@ -129,6 +131,9 @@ impl DiscoverySection {
         }
         if let Some(secs) = self.max_future_skew_secs {
             config.max_future_skew = seconds("discovery.max_future_skew_secs", secs)?;
+        }
+        if let Some(records) = self.dns_cache_records {
+            config.dns_cache_records = records;
         }
         config
             .validate()
@@ -409,6 +414,7 @@ mod tests {
             publish_burst = 4
             evict_after_secs = 3600
             max_future_skew_secs = 30
+            dns_cache_records = 5000
             "#
         );
         let config = FileConfig::parse(&text)
@@ -447,6 +453,7 @@ mod tests {
         );
         assert_eq!(discovery.evict_after, Duration::from_secs(3600));
         assert_eq!(discovery.max_future_skew, Duration::from_secs(30));
+        assert_eq!(discovery.dns_cache_records, 5000);
         assert!(config.relay_enabled);
     }
 

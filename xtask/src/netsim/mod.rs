@@ -25,7 +25,8 @@
 //!   machinery. Every matrix run starts with it (skip with `--skip-self-test`): a matrix on a wrong internet
 //!   would prove nothing.
 //! - [`matrix`]: every ordered pair of kinds in a fresh topology, judged against [`matrix::expect_direct`];
-//!   [`faults`]: direct path dropped and restored, relay killed and restarted, 2% loss at 100 ms;
+//!   [`faults`]: direct path dropped and restored, relay killed and restarted, 2% loss at 100 ms, a pair
+//!   that dials by NodeId alone through the discovery server in the relay process;
 //!   [`ladder`]: goodput direct, relay-only and raw quinn, and RTT under load, on a rate-limited link with
 //!   random and bursty loss at 40 and 100 ms.
 //! - [`contract`]: the peer-program interface (flags and JSON lines); [`peer`] is a stand-in that follows

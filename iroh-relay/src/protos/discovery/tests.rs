@@ -322,3 +322,17 @@ fn interop_with_pkarr() {
     let parsed = SignedRecord::from_bytes(built.as_bytes()).unwrap();
     assert_eq!(parsed.record().unwrap(), record);
 }
+
+/// A record signed by an independent implementation (Python's `cryptography` Ed25519 and a hand-built
+/// DNS packet, key `[7; 32]`), kept as a fuzz corpus seed, parses and verifies.
+#[test]
+fn a_record_signed_elsewhere_verifies() {
+    let bytes = include_bytes!("../../../../fuzz/corpus/discovery_record/signed_record");
+    let signed = SignedRecord::from_bytes(bytes).unwrap();
+    assert_eq!(signed.node_id(), key(7).public());
+    assert_eq!(signed.timestamp(), 1_700_000_000_000_000);
+    let record = signed.record().unwrap();
+    assert_eq!(record.relay_url(), Some(&relay()));
+    assert_eq!(record.direct_addresses().len(), 2);
+    assert_eq!(record.ttl(), 300);
+}

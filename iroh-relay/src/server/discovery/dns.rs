@@ -34,7 +34,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tracing::{debug, warn};
 
 use super::Shared;
-use crate::protos::discovery::{IROH_TXT_LABEL, SignedRecord, TxtAnswer, iroh_txt_answers};
+use super::cache::CompactAnswers;
+use crate::protos::discovery::{IROH_TXT_LABEL, SignedRecord, iroh_txt_answers};
 
 /// How long a TCP connection may be idle.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -113,12 +114,11 @@ impl ZoneHandler {
                 }
                 let name = query.original().name().clone();
                 let records = answers
-                    .iter()
-                    .map(|answer| {
-                        let strings: Vec<&[u8]> =
-                            answer.strings.iter().map(Vec::as_slice).collect();
+                    .answers()
+                    .into_iter()
+                    .map(|(ttl, strings)| {
                         let txt = RData::TXT(TXT::from_bytes(strings));
-                        Record::from_rdata(name.clone(), answer.ttl, txt)
+                        Record::from_rdata(name.clone(), ttl, txt)
                     })
                     .collect();
                 (ResponseCode::NoError, records, None)
@@ -130,7 +130,7 @@ impl ZoneHandler {
     /// The TXT answers of the node a label names, if it is a NodeId with a stored record that has
     /// some; from the answer cache when it can. The key is decoded, not validated (a hot path:
     /// validating is a curve point decompression): only valid keys were stored.
-    fn answers(&self, label: &[u8]) -> Option<Arc<[TxtAnswer]>> {
+    fn answers(&self, label: &[u8]) -> Option<CompactAnswers> {
         let z32 = std::str::from_utf8(label).ok()?;
         let key = PublicKey::decode_unchecked(z32).ok()?;
         let generation = match self.shared.answers.get(&key) {
@@ -144,10 +144,10 @@ impl ZoneHandler {
                 return None;
             }
         };
-        let answers: Option<Arc<[TxtAnswer]>> = stored.and_then(|bytes| {
+        let answers = stored.and_then(|bytes| {
             let packet = SignedRecord::packet_of(&bytes)?;
             let answers = iroh_txt_answers(packet, &z32.to_ascii_lowercase()).ok()?;
-            (!answers.is_empty()).then(|| answers.into())
+            CompactAnswers::encode(&answers)
         });
         self.shared.answers.insert(key, answers.clone(), generation);
         answers

@@ -17,6 +17,7 @@
 //! `discovery_fetches_total{result}`, `discovery_records`, `discovery_evicted_total`,
 //! `dns_queries_total{rcode}`.
 
+mod cache;
 mod dns;
 mod limiter;
 mod store;
@@ -42,6 +43,7 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use self::{
+    cache::AnswerCache,
     dns::{DnsServer, ZoneHandler},
     limiter::IpLimiter,
     store::{PutOutcome, Store},
@@ -49,7 +51,7 @@ use self::{
 pub use self::{limiter::RequestRate, store::StoreError};
 use super::{ServerError, metrics::Metrics};
 use crate::protos::discovery::{
-    MAX_SIGNED_RECORD_LEN, PKARR_CONTENT_TYPE, PKARR_PATH, SignedRecord, TxtAnswer, now_micros,
+    MAX_SIGNED_RECORD_LEN, PKARR_CONTENT_TYPE, PKARR_PATH, SignedRecord, now_micros,
 };
 
 /// The origin of `iroh-relay --dev`.
@@ -59,6 +61,8 @@ pub const DEV_DNS_BIND: SocketAddr =
     SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5300);
 /// The largest PUT body: a relay payload with a 1,000-byte DNS packet.
 pub const MAX_PUT_BODY: usize = MAX_SIGNED_RECORD_LEN - iroh_base::PUBLIC_KEY_LENGTH;
+/// The default of [`DiscoveryConfig::dns_cache_records`]: a million nodes' answers, about 200 MB.
+pub const DEFAULT_DNS_CACHE_RECORDS: usize = 1_000_000;
 /// The most client IPs (IPv6 /64s) whose rate limits are tracked at once.
 const MAX_TRACKED_SOURCES: usize = 100_000;
 /// How long shutdown waits for the last users of the store to let go.
@@ -85,6 +89,9 @@ pub struct DiscoveryConfig {
     pub evict_after: Duration,
     /// How often eviction runs.
     pub evict_interval: Duration,
+    /// The most nodes whose DNS answers are kept in memory in front of the database (about 200 bytes
+    /// each); 0 for none.
+    pub dns_cache_records: usize,
 }
 
 impl DiscoveryConfig {
@@ -98,6 +105,7 @@ impl DiscoveryConfig {
             max_future_skew: Duration::from_secs(600),
             evict_after: Duration::from_secs(24 * 3600),
             evict_interval: Duration::from_secs(600),
+            dns_cache_records: DEFAULT_DNS_CACHE_RECORDS,
         }
     }
 
@@ -151,66 +159,6 @@ impl DiscoveryConfig {
     }
 }
 
-/// The most nodes whose DNS answers are kept in memory; when full, it starts over.
-const ANSWER_CACHE: usize = 200_000;
-
-/// DNS answers by node key bytes (`None`: no record), in front of the store: a query for a known node
-/// costs a hash lookup instead of a database read and a packet parse. Every write to the store removes
-/// its node's entry, so it is never stale; an answer read from the store while a write happened is not
-/// cached (it may predate the write).
-#[derive(Debug, Default)]
-pub(crate) struct AnswerCache {
-    inner: Mutex<CacheInner>,
-}
-
-#[derive(Debug, Default)]
-struct CacheInner {
-    answers: std::collections::HashMap<[u8; 32], Cached>,
-    /// Counts writes (forget, clear).
-    generation: u64,
-}
-
-/// A node's cached answers: `None` when it has no record.
-type Cached = Option<Arc<[TxtAnswer]>>;
-
-impl AnswerCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The cached answers of `key` if any, else the generation to pass to [`AnswerCache::insert`].
-    pub(crate) fn get(&self, key: &[u8; 32]) -> Result<Cached, u64> {
-        let inner = self.lock();
-        inner.answers.get(key).cloned().ok_or(inner.generation)
-    }
-
-    /// Caches what the store said about `key`, unless a write came after `generation` was read.
-    pub(crate) fn insert(&self, key: [u8; 32], answers: Cached, generation: u64) {
-        let mut inner = self.lock();
-        if inner.generation != generation {
-            return;
-        }
-        if inner.answers.len() >= ANSWER_CACHE {
-            inner.answers.clear();
-        }
-        inner.answers.insert(key, answers);
-    }
-
-    /// `key`'s record changed.
-    pub(crate) fn forget(&self, key: &[u8; 32]) {
-        let mut inner = self.lock();
-        inner.generation += 1;
-        inner.answers.remove(key);
-    }
-
-    /// Records changed (eviction).
-    pub(crate) fn clear(&self) {
-        let mut inner = self.lock();
-        inner.generation += 1;
-        inner.answers.clear();
-    }
-}
-
 /// What the HTTP handlers and the DNS server share.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -250,22 +198,15 @@ impl Discovery {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
         let shared = Arc::new(Shared {
             store,
-            answers: AnswerCache::default(),
+            answers: AnswerCache::new(config.dns_cache_records),
             limiter: Mutex::new(IpLimiter::new(config.publish_rate, MAX_TRACKED_SOURCES)),
             metrics,
             max_future_skew: config.max_future_skew,
         });
         let (dns, dns_addr) = match config.dns_bind {
             Some(addr) => {
-                let bind_error = |what, source| ServerError::Bind { what, addr, source };
-                let udp = UdpSocket::bind(addr)
-                    .await
-                    .map_err(|e| bind_error("DNS (UDP)", e))?;
+                let (udp, tcp) = bind_dns(addr).await?;
                 let bound = udp.local_addr()?;
-                // TCP on the same port as UDP, also when the port was chosen by the system.
-                let tcp = TcpListener::bind(bound)
-                    .await
-                    .map_err(|e| bind_error("DNS (TCP)", e))?;
                 let handler = ZoneHandler::new(Arc::clone(&shared), &origin);
                 (Some(DnsServer::spawn(handler, udp, tcp)), Some(bound))
             }
@@ -329,6 +270,28 @@ impl Discovery {
     }
 }
 
+/// UDP and TCP on the same address. With port 0 the system picks the UDP port, and TCP may find it taken
+/// by another program's TCP socket: then it tries other ports, a few times.
+async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), ServerError> {
+    let bind_error = |what, source| ServerError::Bind { what, addr, source };
+    let attempts = if addr.port() == 0 { 20 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|e| bind_error("DNS (UDP)", e))?;
+        let bound = udp.local_addr()?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(bind_error(
+        "DNS (TCP)",
+        last.unwrap_or_else(|| std::io::Error::other("no attempt")),
+    ))
+}
+
 async fn evict_loop(
     shared: Arc<Shared>,
     evict_after: Duration,
@@ -339,26 +302,21 @@ async fn evict_loop(
         let age = u64::try_from(evict_after.as_micros()).unwrap_or(u64::MAX);
         let cutoff = now_micros().saturating_sub(age);
         let store = shared.store.clone();
-        let evicted = tokio::task::spawn_blocking(move || {
-            let evicted = store.evict_older_than(cutoff);
-            (evicted, store.len())
-        })
-        .await;
+        let evicted = tokio::task::spawn_blocking(move || store.evict_older_than(cutoff)).await;
         match evicted {
-            Ok((Ok(evicted), len)) => {
+            Ok(Ok(evicted)) => {
                 if evicted > 0 {
                     shared.answers.clear();
                     info!(evicted, "evicted discovery records not republished in time");
                     shared.metrics.discovery_evicted.inc_by(evicted);
-                }
-                if let Ok(len) = len {
+                    // Counted up by each new record's publish, down here: never a stale total.
                     shared
                         .metrics
                         .discovery_records
-                        .set(i64::try_from(len).unwrap_or(i64::MAX));
+                        .dec_by(i64::try_from(evicted).unwrap_or(i64::MAX));
                 }
             }
-            Ok((Err(error), _)) => warn!(%error, "discovery eviction failed"),
+            Ok(Err(error)) => warn!(%error, "discovery eviction failed"),
             Err(error) => warn!(%error, "discovery eviction task failed"),
         }
         tokio::select! {
@@ -473,13 +431,11 @@ async fn publish(shared: &Shared, node: NodeId, payload: &[u8]) -> Response<Body
         );
     }
     match shared.store.put(record).await {
-        Ok(PutOutcome::Stored) => {
+        Ok(PutOutcome::Stored { new }) => {
             shared.answers.forget(node.as_bytes());
             metrics.discovery_publish("stored");
-            if let Ok(len) = shared.store.len() {
-                metrics
-                    .discovery_records
-                    .set(i64::try_from(len).unwrap_or(i64::MAX));
+            if new {
+                metrics.discovery_records.inc();
             }
             debug!(node = %node.fmt_short(), "record stored");
             let mut response = Response::new(Body::default());
@@ -542,41 +498,4 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
 /// The path prefix of the publish endpoint, with its slashes: `/pkarr/`.
 pub(crate) fn route_prefix() -> String {
     format!("/{PKARR_PATH}/")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn answers(ttl: u32) -> Cached {
-        Some(
-            vec![TxtAnswer {
-                ttl,
-                strings: vec![b"addr=192.0.2.1:1".to_vec()],
-            }]
-            .into(),
-        )
-    }
-
-    #[test]
-    fn the_answer_cache_never_keeps_what_a_write_made_stale() {
-        let cache = AnswerCache::default();
-        let key = [7u8; 32];
-        // A miss, then what the store said is cached.
-        let generation = cache.get(&key).unwrap_err();
-        cache.insert(key, None, generation);
-        assert_eq!(cache.get(&key), Ok(None));
-        // A write forgets it.
-        cache.forget(&key);
-        let generation = cache.get(&key).unwrap_err();
-        // A reader that read the store before another write must not cache what it read.
-        cache.forget(&[9u8; 32]);
-        cache.insert(key, answers(1), generation);
-        assert!(cache.get(&key).is_err(), "a stale read was cached");
-        let generation = cache.get(&key).unwrap_err();
-        cache.insert(key, answers(2), generation);
-        assert_eq!(cache.get(&key).unwrap().unwrap()[0].ttl, 2);
-        cache.clear();
-        assert!(cache.get(&key).is_err());
-    }
 }

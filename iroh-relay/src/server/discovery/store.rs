@@ -30,8 +30,11 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// What became of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PutOutcome {
-    /// Stored (new, or newer than the one it replaced).
-    Stored,
+    /// Stored: `new` when the node had no record, else it replaced an older one.
+    Stored {
+        /// Whether the node had no record before.
+        new: bool,
+    },
     /// Not newer than the stored record: refused.
     NotNewer,
 }
@@ -254,10 +257,11 @@ fn apply(db: &Database, batch: &[Write]) -> Result<Vec<PutOutcome>, StoreError> 
                 None => true,
             };
             if newer {
-                table
+                let replaced = table
                     .insert(key.as_bytes(), write.record.as_bytes())
-                    .map_err(db_error)?;
-                outcomes.push(PutOutcome::Stored);
+                    .map_err(db_error)?
+                    .is_some();
+                outcomes.push(PutOutcome::Stored { new: !replaced });
             } else {
                 outcomes.push(PutOutcome::NotNewer);
             }
