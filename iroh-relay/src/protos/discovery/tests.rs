@@ -327,7 +327,7 @@ fn interop_with_pkarr() {
 /// DNS packet, key `[7; 32]`), kept as a fuzz corpus seed, parses and verifies.
 #[test]
 fn a_record_signed_elsewhere_verifies() {
-    let bytes = include_bytes!("../../../../fuzz/corpus/discovery_record/signed_record");
+    let bytes = include_bytes!("../../../../fuzz/corpus/discovery_record/seed-signed-record");
     let signed = SignedRecord::from_bytes(bytes).unwrap();
     assert_eq!(signed.node_id(), key(7).public());
     assert_eq!(signed.timestamp(), 1_700_000_000_000_000);
