@@ -1,6 +1,7 @@
-//! The whole idea in one process: a relay on loopback, two endpoints, the second dials the first knowing
-//! only its NodeId and relay URL, the connection starts through the relay, holepunching moves it to a
-//! direct path, 64 MiB cross it, and a short timeline is printed.
+//! The whole idea in one process: a relay on loopback (also serving discovery), two endpoints, the first
+//! publishes its address, the second dials it knowing only its NodeId (found over DNS), the connection
+//! starts through the relay, holepunching moves it to a direct path, 64 MiB cross it, and a short timeline
+//! is printed.
 //!
 //! Run: `cargo run --release --example demo` (`-- --size-mib 256` for a longer transfer).
 //! Exits non-zero unless the connection went direct and the data arrived intact.
@@ -11,10 +12,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
 use iroh::{
-    ConnectionType, Endpoint, NodeAddr, RelayMode,
+    ConnectionType, Endpoint, RelayMode, SecretKey,
+    discovery::{dns::DnsDiscovery, pkarr::PkarrPublisher},
     iroh_net::endpoint::{RelayMap, RelayNode},
 };
-use iroh_relay::server::{Server, ServerConfig};
+use iroh_relay::server::{DiscoveryConfig, Server, ServerConfig, discovery::DEV_ORIGIN};
 
 /// The ALPN of the demo's one protocol: the dialler sends bytes, the listener answers with their hash.
 const ALPN: &[u8] = b"iroh-demo/hash/1";
@@ -40,26 +42,38 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let start = Instant::now();
 
-    // 1. A relay on a free loopback port: plain HTTP plus STUN, as `iroh-relay --dev` runs it.
-    let relay = Server::spawn(ServerConfig::dev())
+    // 1. A relay on a free loopback port: plain HTTP plus STUN, and discovery (publish endpoint on the
+    //    relay's listener, DNS on a free port for the origin `iroh.test`), as `iroh-relay --dev` runs it.
+    let discovery = DiscoveryConfig::new(DEV_ORIGIN, Some("127.0.0.1:0".parse()?));
+    let relay = Server::spawn(ServerConfig::dev().with_discovery(Some(discovery)))
         .await
         .context("starting the relay")?;
+    let dns = relay.dns_addr().context("the relay serves DNS")?;
+    let publish_url = relay
+        .discovery_url()
+        .context("the relay serves discovery")?;
     let relay_url = relay.relay_url();
     let stun_port = relay.stun_addr().context("the dev relay runs STUN")?.port();
     let relay_map = RelayMap::new(vec![RelayNode::with_stun_port(
         relay_url.clone(),
         stun_port,
     )])?;
-    println!("relay       {relay_url} (STUN on port {stun_port})");
+    println!("relay       {relay_url} (STUN on port {stun_port}, DNS on {dns})");
 
-    // 2. Two endpoints using it.
+    // 2. Two endpoints using it: the listener publishes its address, the dialler looks nodes up in DNS.
+    let listener_key = SecretKey::generate();
+    let publisher = PkarrPublisher::new(listener_key.clone(), publish_url);
+    let published = publisher.status_handle();
     let listener = Endpoint::builder()
+        .secret_key(listener_key)
         .alpns(vec![ALPN.to_vec()])
         .relay_mode(RelayMode::Custom(relay_map.clone()))
+        .add_discovery(publisher)
         .bind()
         .await?;
     let dialler = Endpoint::builder()
         .relay_mode(RelayMode::Custom(relay_map))
+        .add_discovery(DnsDiscovery::with_name_server(DEV_ORIGIN.parse()?, dns)?)
         .bind()
         .await?;
     // The listener is reachable through the relay once it is logged in there.
@@ -73,13 +87,30 @@ async fn main() -> anyhow::Result<()> {
         ms(start.elapsed())
     );
 
+    // Its record (relay and direct addresses, signed with its key) is on the discovery server.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        if let Some(data) = published.get().published.filter(|d| d.relay_url.is_some()) {
+            break data;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the listener's address was not published"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    println!(
+        "published   relay and {} direct addresses after {} ms",
+        record.direct_addresses.len(),
+        ms(start.elapsed())
+    );
+
     let server = tokio::spawn(serve_hashes(listener.clone()));
 
-    // 3. Dial by NodeId and relay URL only: no direct address is given.
-    let addr = NodeAddr::new(listener.node_id()).with_relay_url(relay_url);
+    // 3. Dial by NodeId alone: discovery finds the relay and the addresses.
     let mut conn_type = dialler.conn_type(listener.node_id());
     let dial_start = Instant::now();
-    let connection = dialler.connect(addr, ALPN).await?;
+    let connection = dialler.connect(listener.node_id(), ALPN).await?;
     let connected_after = dial_start.elapsed();
     println!(
         "connected   after {} ms via {}",
