@@ -20,7 +20,9 @@
 //! - [`dns::DnsDiscovery`]: TXT records at `_iroh.<z-base-32 NodeId>.<origin>` through hickory-resolver;
 //! - [`pkarr::PkarrPublisher`] and [`pkarr::PkarrResolver`]: signed records (the pkarr format of
 //!   [`iroh_relay::protos::discovery`]) published to, and fetched from, a publish endpoint over HTTP: the
-//!   discovery server of `iroh-relay`, which also answers the DNS queries.
+//!   discovery server of `iroh-relay`, which also answers the DNS queries;
+//! - [`mdns`]: the sans-IO parts of local-network discovery (mDNS / DNS-SD): which addresses to announce,
+//!   the TXT format, a bounded table of what was heard, and the announcement schedule.
 //!
 //! ```no_run
 //! # async fn demo(peer: iroh_base::NodeId) -> Result<(), Box<dyn std::error::Error>> {
@@ -41,6 +43,7 @@
 //! ```
 
 pub mod dns;
+pub mod mdns;
 pub mod pkarr;
 pub mod schedule;
 pub mod static_provider;
