@@ -24,7 +24,7 @@
 //!    outstanding): the "lost" figure is that, not drops.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write as _},
+    io::{Read, Write as _},
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
@@ -159,22 +159,12 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(db: &Path) -> Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .arg("serve-discovery")
-            .arg("--db")
-            .arg(db)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+        let args = [
+            std::ffi::OsStr::new("serve-discovery"),
+            "--db".as_ref(),
+            db.as_os_str(),
+        ];
+        let (child, stdin, line) = crate::relay_proc::spawn_self(&args)?;
         let mut words = line.split_whitespace();
         if words.next() != Some(READY) {
             return Err(format!("discovery child said {line:?}").into());

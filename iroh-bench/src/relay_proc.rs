@@ -104,25 +104,11 @@ impl RelayProcess {
     /// Starts a relay child (with `threads` runtime workers, `None` for the default) and waits for its
     /// ready line.
     pub(crate) fn start(threads: Option<usize>) -> Result<Self> {
-        let exe = std::env::current_exe()?;
-        let mut command = Command::new(exe);
-        command.arg("serve-relay");
+        let mut args = vec!["serve-relay".to_owned()];
         if let Some(threads) = threads {
-            command.arg(format!("--threads={threads}"));
+            args.push(format!("--threads={threads}"));
         }
-        let mut child = command
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().ok_or("relay child has no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+        let (child, stdin, line) = spawn_self(&args)?;
         let info = parse_ready(&line).ok_or_else(|| format!("relay child said {line:?}"))?;
         Ok(Self { child, stdin, info })
     }
@@ -137,6 +123,28 @@ impl RelayProcess {
         self.stdin.take();
         self.child.wait().ok();
     }
+}
+
+/// Runs this binary with `args` (a hidden serving subcommand), standard input piped (closing it ends
+/// the child) and `RUST_LOG` passed on (default `warn`); returns the child, its stdin and its first line.
+pub(crate) fn spawn_self(
+    args: &[impl AsRef<std::ffi::OsStr>],
+) -> Result<(Child, Option<ChildStdin>, String)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take().ok_or("the child has no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    Ok((child, stdin, line))
 }
 
 impl Drop for RelayProcess {

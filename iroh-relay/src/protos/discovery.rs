@@ -403,6 +403,13 @@ impl SignedRecord {
         iroh_txt_answers(self.dns_packet(), &self.node_id().to_string())
     }
 
+    /// The signing timestamp of stored record bytes, without parsing the key; `None` if `bytes` are
+    /// too short to be a record.
+    pub fn timestamp_of(bytes: &[u8]) -> Option<u64> {
+        let ts = bytes.get(PUBLIC_KEY_LENGTH + SIGNATURE_LENGTH..HEADER_LEN)?;
+        Some(read_timestamp(ts))
+    }
+
     /// The stored bytes' DNS packet, for a server that looks records up by key bytes (see
     /// [`iroh_txt_answers`]); `None` if `bytes` are too short to be a record.
     pub fn packet_of(bytes: &[u8]) -> Option<&[u8]> {

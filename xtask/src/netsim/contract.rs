@@ -304,23 +304,13 @@ impl PeerCmd {
 
     /// The arguments of the provider.
     pub(crate) fn provide_args(&self, size: u64, relay_url: &str, insecure: bool) -> Vec<String> {
-        let mut args = self.args.clone();
-        args.extend(
-            [
-                "provide",
-                "--size",
-                &size.to_string(),
-                "--relay-url",
-                relay_url,
-                "--json",
-            ]
-            .map(str::to_owned),
-        );
-        if insecure {
-            args.push(RELAY_INSECURE_FLAG.to_owned());
-        }
-        args.extend(self.provide_extra.iter().cloned());
-        args
+        self.role_args(
+            "provide",
+            &["--size", &size.to_string()],
+            relay_url,
+            insecure,
+            &[],
+        )
     }
 
     /// The provider's arguments when it publishes to the discovery server at `discovery_url`.
@@ -331,11 +321,13 @@ impl PeerCmd {
         insecure: bool,
         discovery_url: &str,
     ) -> Vec<String> {
-        let mut args = self.provide_args(size, relay_url, insecure);
-        let extra = args.split_off(args.len() - self.provide_extra.len());
-        args.extend(["--discovery-url".to_owned(), discovery_url.to_owned()]);
-        args.extend(extra);
-        args
+        self.role_args(
+            "provide",
+            &["--size", &size.to_string()],
+            relay_url,
+            insecure,
+            &["--discovery-url", discovery_url],
+        )
     }
 
     /// The fetcher's arguments when it dials `node_id` alone, resolving it at `dns_server`.
@@ -346,46 +338,44 @@ impl PeerCmd {
         insecure: bool,
         dns_server: &str,
     ) -> Vec<String> {
-        let mut args = self.args.clone();
-        args.extend(
-            [
-                "fetch",
-                "--node-id",
-                node_id,
-                "--relay-url",
-                relay_url,
-                "--json",
-            ]
-            .map(str::to_owned),
-        );
-        if insecure {
-            args.push(RELAY_INSECURE_FLAG.to_owned());
-        }
-        args.extend(
-            ["--dns-server", dns_server, "--dns-origin", DISCOVERY_ORIGIN].map(str::to_owned),
-        );
-        args.extend(self.fetch_extra.iter().cloned());
-        args
+        self.role_args(
+            "fetch",
+            &["--node-id", node_id],
+            relay_url,
+            insecure,
+            &["--dns-server", dns_server, "--dns-origin", DISCOVERY_ORIGIN],
+        )
     }
 
     /// The arguments of the fetcher.
     pub(crate) fn fetch_args(&self, ticket: &str, relay_url: &str, insecure: bool) -> Vec<String> {
+        self.role_args("fetch", &["--ticket", ticket], relay_url, insecure, &[])
+    }
+
+    /// `ARGS... ROLE TARGET... --relay-url URL --json [--relay-insecure] DISCOVERY... EXTRA...`, with the
+    /// role's `--provide-args` / `--fetch-args` last.
+    fn role_args(
+        &self,
+        role: &str,
+        target: &[&str],
+        relay_url: &str,
+        insecure: bool,
+        discovery: &[&str],
+    ) -> Vec<String> {
         let mut args = self.args.clone();
-        args.extend(
-            [
-                "fetch",
-                "--ticket",
-                ticket,
-                "--relay-url",
-                relay_url,
-                "--json",
-            ]
-            .map(str::to_owned),
-        );
+        args.push(role.to_owned());
+        args.extend(target.iter().map(|s| (*s).to_owned()));
+        args.extend(["--relay-url", relay_url, "--json"].map(str::to_owned));
         if insecure {
             args.push(RELAY_INSECURE_FLAG.to_owned());
         }
-        args.extend(self.fetch_extra.iter().cloned());
+        args.extend(discovery.iter().map(|s| (*s).to_owned()));
+        let extra = if role == "provide" {
+            &self.provide_extra
+        } else {
+            &self.fetch_extra
+        };
+        args.extend(extra.iter().cloned());
         args
     }
 }
