@@ -1,11 +1,12 @@
 //! Shared by the examples: turning command-line relay and discovery options into endpoint settings.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use iroh::{
     EndpointBuilder, RelayMode, RelayUrl, SecretKey,
     discovery::{
         dns::{DnsDiscovery, DnsOrigin},
+        mdns::MdnsDiscovery,
         pkarr::{PkarrPublisher, PkarrResolver, PublishStatusHandle},
     },
     iroh_net::endpoint::{RelayMap, RelayNode},
@@ -57,28 +58,48 @@ pub(crate) struct DiscoveryArgs {
     /// option, the system's resolver is asked).
     #[arg(long)]
     pub(crate) dns_origin: Option<DnsOrigin>,
+    /// Find nodes on the local network, and be found there, over multicast DNS (`_iroh._udp.local`):
+    /// no relay or server needed.
+    #[arg(long)]
+    pub(crate) local_discovery: bool,
 }
 
 impl DiscoveryArgs {
     /// Whether any discovery was asked for.
     #[allow(dead_code)]
     pub(crate) fn is_enabled(&self) -> bool {
-        self.discovery_url.is_some() || self.dns_server.is_some() || self.dns_origin.is_some()
+        self.discovery_url.is_some()
+            || self.dns_server.is_some()
+            || self.dns_origin.is_some()
+            || self.local_discovery
     }
 
     /// Adds the services these options ask for to `builder`; `secret_key` signs what is published.
     /// `insecure` accepts the discovery server's certificate without checking it (a test server's
     /// self-signed one; records are signed anyway, so a false server can only withhold them).
     ///
-    /// Returns the builder and, when publishing, a handle on the publisher's progress (see
-    /// [`wait_published`]).
+    /// Returns the builder, when publishing to a server a handle on the publisher's progress (see
+    /// [`wait_published`]), and the local-network service if `--local-discovery` is on.
     pub(crate) fn apply(
         &self,
         mut builder: EndpointBuilder,
         secret_key: &SecretKey,
         insecure: bool,
-    ) -> anyhow::Result<(EndpointBuilder, Option<PublishStatusHandle>)> {
+    ) -> anyhow::Result<(
+        EndpointBuilder,
+        Option<PublishStatusHandle>,
+        Option<Arc<MdnsDiscovery>>,
+    )> {
         let mut status = None;
+        let mut local = None;
+        if self.local_discovery {
+            let mdns = Arc::new(
+                MdnsDiscovery::new(secret_key.public())
+                    .map_err(|e| anyhow::anyhow!("local discovery: {e}"))?,
+            );
+            builder = builder.add_discovery(Arc::clone(&mdns));
+            local = Some(mdns);
+        }
         if let Some(url) = &self.discovery_url {
             let client = PkarrClient::builder(url.clone())
                 .insecure_skip_cert_verify(insecure)
@@ -102,7 +123,7 @@ impl DiscoveryArgs {
             .map_err(|e| anyhow::anyhow!("DNS resolver: {e}"))?;
             builder = builder.add_discovery(dns);
         }
-        Ok((builder, status))
+        Ok((builder, status, local))
     }
 }
 

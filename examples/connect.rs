@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if target.is_empty() && !args.discovery.is_enabled() {
         anyhow::bail!(
-            "a bare node id needs --dns-server, --dns-origin or --discovery-url to find it"
+            "a bare node id needs --local-discovery, --dns-server, --dns-origin or --discovery-url to find it"
         );
     }
     let secret_key = SecretKey::generate();
@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         .secret_key(secret_key.clone())
         .relay_mode(relay.relay_mode()?)
         .insecure_skip_relay_cert_verify(relay.insecure);
-    let (builder, _) = args.discovery.apply(builder, &secret_key, relay.insecure)?;
+    let (builder, _, _) = args.discovery.apply(builder, &secret_key, relay.insecure)?;
     let endpoint = builder.bind().await?;
     let peer = target.node_id;
     let connection = endpoint.connect(target, ALPN).await?;

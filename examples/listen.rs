@@ -41,9 +41,9 @@ async fn main() -> anyhow::Result<()> {
         .alpns(vec![ALPN.to_vec()])
         .relay_mode(args.relay.relay_mode()?)
         .insecure_skip_relay_cert_verify(args.relay.insecure);
-    let (builder, published) = args
-        .discovery
-        .apply(builder, &secret_key, args.relay.insecure)?;
+    let (builder, published, local) =
+        args.discovery
+            .apply(builder, &secret_key, args.relay.insecure)?;
     let endpoint = builder.bind().await?;
     if args.relay.relay_url.is_some() {
         // Wait until the relay knows us, so the ticket's relay works right away.
@@ -62,6 +62,32 @@ async fn main() -> anyhow::Result<()> {
             "  cargo run --example connect -- {} --relay-url URL --dns-server 127.0.0.1:5300",
             endpoint.node_id()
         );
+    }
+
+    if let Some(local) = local {
+        println!("looking for nodes on the local network; dial with:");
+        println!(
+            "  cargo run --example connect -- {} --local-discovery",
+            endpoint.node_id()
+        );
+        let mut events = local.subscribe();
+        tokio::spawn(async move {
+            use iroh::discovery::mdns::MdnsEvent;
+            while let Ok(event) = events.recv().await {
+                match event {
+                    MdnsEvent::Discovered(addr) => {
+                        let addrs: Vec<String> = addr
+                            .direct_addresses
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect();
+                        println!("local peer found: {} at {}", addr.node_id, addrs.join(", "));
+                    }
+                    MdnsEvent::Expired(node) => println!("local peer gone: {node}"),
+                    _ => {}
+                }
+            }
+        });
     }
 
     while let Some(incoming) = endpoint.accept().await {

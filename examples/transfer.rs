@@ -123,7 +123,7 @@ impl Opts {
             .transport_config(transport)
             .relay_mode(relay_mode)
             .insecure_skip_relay_cert_verify(self.relay_insecure);
-        let (builder, published) =
+        let (builder, published, _local) =
             self.discovery
                 .apply(builder, &secret_key, self.relay_insecure)?;
         let endpoint = builder.bind().await?;
@@ -154,7 +154,7 @@ async fn main() -> anyhow::Result<()> {
                 (Some(ticket), _) => ticket.node_addr().clone(),
                 (None, Some(node)) if opts.discovery.is_enabled() => NodeAddr::new(node),
                 (None, Some(_)) => anyhow::bail!(
-                    "--node-id needs --dns-server, --dns-origin or --discovery-url to find the node"
+                    "--node-id needs --local-discovery, --dns-server, --dns-origin or --discovery-url to find the node"
                 ),
                 (None, None) => anyhow::bail!("give --ticket or --node-id"),
             };
@@ -252,6 +252,9 @@ async fn fetch(target: NodeAddr, duration: Option<Duration>, opts: Opts) -> anyh
     ));
 
     let connection = endpoint.connect(target, ALPN).await?;
+    // From the start (before the endpoint existed) to an authenticated connection: with only a NodeId,
+    // this includes finding the node.
+    let connected = start.elapsed();
     let (mut send, mut recv) = connection.open_bi().await?;
     // A new stream is invisible to the peer until something is sent on it: finishing our (empty) side
     // announces it, and the provider answers on its side.
@@ -332,6 +335,7 @@ async fn fetch(target: NodeAddr, duration: Option<Duration>, opts: Opts) -> anyh
                 "final_path": final_path,
                 "time_to_direct_ms": time_to_direct.map(|d| d.as_secs_f64() * 1000.0),
                 "hash_ok": hash_ok,
+                "connect_ms": connected.as_secs_f64() * 1000.0,
                 "rtt_ms": connection.rtt().as_secs_f64() * 1000.0,
                 "lost_packets": stats.path.lost_packets,
                 "congestion_events": stats.path.congestion_events,

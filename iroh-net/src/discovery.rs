@@ -21,8 +21,8 @@
 //! - [`pkarr::PkarrPublisher`] and [`pkarr::PkarrResolver`]: signed records (the pkarr format of
 //!   [`iroh_relay::protos::discovery`]) published to, and fetched from, a publish endpoint over HTTP: the
 //!   discovery server of `iroh-relay`, which also answers the DNS queries;
-//! - [`mdns`]: the sans-IO parts of local-network discovery (mDNS / DNS-SD): which addresses to announce,
-//!   the TXT format, a bounded table of what was heard, and the announcement schedule.
+//! - [`mdns::MdnsDiscovery`]: nodes on the same local network, with no relay or server, over multicast
+//!   DNS service discovery (RFC 6762/6763, service type `_iroh._udp.local`).
 //!
 //! ```no_run
 //! # async fn demo(peer: iroh_base::NodeId) -> Result<(), Box<dyn std::error::Error>> {
@@ -276,6 +276,9 @@ pub enum DiscoveryErrorKind {
     /// The record is about another node, or has no addresses.
     #[error("the record has no address")]
     Empty,
+    /// Local-network discovery found nothing.
+    #[error("{0}")]
+    Mdns(#[source] mdns::MdnsError),
 }
 
 /// A list of discovery errors as one line: `dns: NXDOMAIN after 120 ms; pkarr: no record (404) after 3 ms`.

@@ -4,12 +4,15 @@
 //!   tests need (installed with apt-get when running as root), rustfmt, clippy with warnings denied, the
 //!   tests (nextest when installed, plus doc tests), the `demo` example (it must go direct), a smoke run of
 //!   `iroh-bench` (every mode and measure, small sizes, debug build: it must run, not be fast), the NAT matrix
-//!   and fault scenarios of `cargo xtask netsim` with the `transfer` example, rustdoc with warnings denied,
+//!   and fault scenarios of `cargo xtask netsim` with the `transfer` example, local discovery against Avahi
+//!   (`cargo xtask lan`), rustdoc with warnings denied,
 //!   a build check of the fuzz targets, and the source file length limit.
 //! - `cargo xtask check-tools`: only the first step.
 //! - `cargo xtask netsim`: the NAT matrix in network namespaces (needs root); `--self-test` checks only the
 //!   simulated internet itself, `--cleanup` removes what crashed runs left. See [`netsim`] for everything.
 //!   `netsim-shaper`, `netsim-probe` and `netsim-peer` are its helper programs, run inside the namespaces.
+//! - `cargo xtask lan`: local-network discovery between namespaces on one bridge, against Avahi (needs
+//!   root; see [`netsim::lan`]).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 #![forbid(unsafe_code)]
 
@@ -39,11 +42,12 @@ fn main() -> ExitCode {
             }
         },
         Some("netsim") => netsim::main(&args[1..]),
+        Some("lan") => netsim::lan::main(&args[1..]),
         Some("netsim-shaper") => netsim::shaper::main(&args[1..]),
         Some("netsim-probe") => netsim::probe::main(&args[1..]),
         Some("netsim-peer") => netsim::peer::main(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | check-tools | netsim [--help]>");
+            eprintln!("usage: cargo xtask <ci | check-tools | netsim [--help] | lan>");
             ExitCode::from(2)
         }
     }
@@ -160,6 +164,9 @@ fn ci() -> ExitCode {
         )
     });
     run_step(&mut results, "netsim (NAT matrix)", || netsim_ci(&root));
+    run_step(&mut results, "local discovery (mDNS, Avahi)", || {
+        lan_ci(&root)
+    });
     run_step(&mut results, "rustdoc", || {
         cargo(
             &root,
@@ -210,6 +217,36 @@ fn netsim_ci(root: &Path) -> Result<(), String> {
             "netsim exited with {status} (report: {})",
             json.display()
         ))
+    }
+}
+
+/// `cargo xtask lan` with the `transfer` and `listen` examples (debug builds).
+fn lan_ci(root: &Path) -> Result<(), String> {
+    cargo(
+        root,
+        &[
+            "build",
+            "--locked",
+            "--example",
+            "transfer",
+            "--example",
+            "listen",
+        ],
+        &[],
+    )?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let status = Command::new("/proc/self/exe")
+        .arg("lan")
+        .arg("--bin-dir")
+        .arg(target.join("debug").join("examples"))
+        .current_dir(root)
+        .status()
+        .map_err(|err| format!("could not run lan: {err}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo xtask lan exited with {status}"))
     }
 }
 

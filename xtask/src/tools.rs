@@ -46,6 +46,21 @@ const TOOLS: &[Tool] = &[
         used_for: "the discovery DNS server benchmark (iroh-bench dns)",
     },
     Tool {
+        program: "avahi-daemon",
+        package: "avahi-daemon",
+        used_for: "local discovery test (an independent mDNS responder and browser, cargo xtask lan)",
+    },
+    Tool {
+        program: "avahi-browse",
+        package: "avahi-utils",
+        used_for: "local discovery test (lists our nodes as Avahi sees them)",
+    },
+    Tool {
+        program: "dbus-daemon",
+        package: "dbus-daemon",
+        used_for: "local discovery test (a private bus between avahi-daemon and avahi-browse)",
+    },
+    Tool {
         program: "sysctl",
         package: "procps",
         used_for: "forwarding and IPv6 settings of the NAT simulation's namespaces",

@@ -13,7 +13,8 @@
 //! - [`AnnounceSchedule`]: when to announce, per interface: three announcements a second apart after a
 //!   start or a change, then at most one a minute.
 //!
-//! All of it is sans-IO, fed `now`.
+//! All of it is sans-IO, fed `now`. The service that puts it on the network is [`MdnsDiscovery`] (in
+//! [`service`]).
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -23,6 +24,10 @@ use std::{
 };
 
 use iroh_base::{NodeId, RelayUrl};
+
+pub mod service;
+
+pub use self::service::{MdnsBuilder, MdnsDiscovery, MdnsError, MdnsEvent};
 
 /// The DNS-SD service type nodes advertise.
 pub const SERVICE_TYPE: &str = "_iroh._udp.local.";
@@ -195,6 +200,13 @@ impl HeardPeers {
     /// What is known of `node`, unless it ran out.
     pub fn get(&self, now: Instant, node: &NodeId) -> Option<&Heard> {
         self.peers.get(node).filter(|heard| heard.expires_at > now)
+    }
+
+    /// The entries that have not run out.
+    pub fn iter(&self, now: Instant) -> impl Iterator<Item = (&NodeId, &Heard)> {
+        self.peers
+            .iter()
+            .filter(move |(_, heard)| heard.expires_at > now)
     }
 
     /// Drops what ran out.

@@ -45,6 +45,7 @@
 mod contract;
 mod faults;
 mod ladder;
+pub(crate) mod lan;
 mod matrix;
 mod measure;
 mod nat;
