@@ -73,7 +73,15 @@ async fn main() -> anyhow::Result<()> {
         let mut events = local.subscribe();
         tokio::spawn(async move {
             use iroh::discovery::mdns::MdnsEvent;
-            while let Ok(event) = events.recv().await {
+            loop {
+                let event = match events.recv().await {
+                    Ok(event) => event,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        println!("missed {missed} local discovery events");
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
                 match event {
                     MdnsEvent::Discovered(addr) => {
                         let addrs: Vec<String> = addr

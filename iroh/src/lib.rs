@@ -5,8 +5,8 @@
 //! relay from the first moment, so the connection always works, and holepunching moves it to a direct UDP
 //! path as soon as one exists, falling back to the relay when that path dies, without the application's
 //! streams noticing. TLS binds the connection to both nodes' keys. With [`discovery`] services (signed
-//! records published to a discovery server and resolved over DNS, or an address book) a bare `NodeId` is
-//! enough to dial.
+//! records published to a discovery server and resolved over DNS, multicast DNS on the local network, or
+//! an address book) a bare `NodeId` is enough to dial.
 //!
 //! This crate is the one applications depend on: it re-exports what they need from [`iroh_base`] and
 //! [`iroh_net`], and adds a [`Router`](router::Router) that serves several protocols on one endpoint by ALPN.

@@ -43,6 +43,8 @@ fn main() -> ExitCode {
         },
         Some("netsim") => netsim::main(&args[1..]),
         Some("lan") => netsim::lan::main(&args[1..]),
+        Some("lan-flood") => netsim::lan_helpers::flood_main(&args[1..]),
+        Some("lan-count") => netsim::lan_helpers::count_main(&args[1..]),
         Some("netsim-shaper") => netsim::shaper::main(&args[1..]),
         Some("netsim-probe") => netsim::probe::main(&args[1..]),
         Some("netsim-peer") => netsim::peer::main(&args[1..]),

@@ -10,8 +10,10 @@
 //! - [`HeardPeers`]: what was heard from other nodes, bounded in count (a flood of fake announcements
 //!   cannot grow it without limit) and in time (TTLs clamped); only "try this address" hints, the TLS
 //!   handshake still proves the key;
-//! - [`AnnounceSchedule`]: when to announce, per interface: three announcements a second apart after a
-//!   start or a change, then at most one a minute.
+//! - [`AnnounceSchedule`]: a schedule of repeated announcements (three a second apart after a start or a
+//!   change, then at most one a minute), for responders that announce on their own. [`MdnsDiscovery`]
+//!   does not need it: its daemon announces twice on a change and then answers the queries with which
+//!   peers refresh our records before their TTLs run out.
 //!
 //! All of it is sans-IO, fed `now`. The service that puts it on the network is [`MdnsDiscovery`] (in
 //! [`service`]).

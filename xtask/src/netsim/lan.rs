@@ -35,25 +35,42 @@ use super::sys::{self, NoLine, NsProcess, Pipes, Run};
 struct Options {
     bin_dir: PathBuf,
     trials: usize,
+    /// Seconds to count the multicast a idle provider sends (0: not measured).
+    idle_secs: u64,
 }
 
 /// The pause before each cold fetch.
 const QUIET: Duration = Duration::from_millis(1200);
 
 /// The hosts on the bridge and their addresses' last byte.
-const HOSTS: [(&str, u8); 4] = [("a", 1), ("b", 2), ("avahi", 3), ("nomc", 4)];
+const HOSTS: [(&str, u8); 5] = [("a", 1), ("b", 2), ("avahi", 3), ("nomc", 4), ("flood", 5)];
+/// Made-up peers announced to measure what a known peer costs (below the table's bound).
+const FLOOD_FEW: u64 = 800;
+/// Made-up peers of the flood (far past the bound), and their rate.
+const FLOOD_MANY: (u64, u64) = (30_000, 5_000);
+/// How much more than before the flood the listener may hold during and after it.
+const FLOOD_RSS_BOUND_KIB: u64 = 24 * 1024;
 
 /// Entry point of `cargo xtask lan`.
 pub(crate) fn main(args: &[String]) -> ExitCode {
     let mut options = Options {
         bin_dir: PathBuf::from("target/debug/examples"),
         trials: 5,
+        idle_secs: 0,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match (arg.as_str(), it.clone().next()) {
             ("--bin-dir", Some(dir)) => {
                 options.bin_dir = PathBuf::from(dir);
+                it.next();
+            }
+            ("--idle-secs", Some(n)) => {
+                let Ok(n) = n.parse() else {
+                    eprintln!("--idle-secs takes a number");
+                    return ExitCode::from(2);
+                };
+                options.idle_secs = n;
                 it.next();
             }
             ("--trials", Some(n)) => {
@@ -65,7 +82,7 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
                 it.next();
             }
             _ => {
-                eprintln!("usage: cargo xtask lan [--bin-dir DIR] [--trials N]");
+                eprintln!("usage: cargo xtask lan [--bin-dir DIR] [--trials N] [--idle-secs S]");
                 return ExitCode::from(2);
             }
         }
@@ -159,6 +176,10 @@ fn scenario(
     )
     .map_err(|e| format!("b's listener never heard a: {e}"))?;
     report.push(format!("- a = {a_id}, b = {b_id}: b's listener heard a"));
+
+    if options.idle_secs > 0 {
+        report.push(idle_count(run, options.idle_secs)?);
+    }
 
     // 2. Cold fetches by NodeId.
     let mut connect_ms = Vec::new();
@@ -282,8 +303,162 @@ fn scenario(
         started.elapsed().as_millis(),
         error_line.trim()
     ));
+    report.extend(flood_check(run, &mut listener, transfer)?);
     listener.stop(Duration::from_secs(5));
     Ok(report.join("\n"))
+}
+
+/// Step 6, made-up announcements: what a known peer costs, and that a flood far past the table's
+/// bound neither grows the listener without limit nor stops it hearing a real node afterwards.
+fn flood_check(
+    run: &Run,
+    listener: &mut NsProcess,
+    transfer: &Path,
+) -> Result<Vec<String>, String> {
+    let mut report = Vec::new();
+    let xtask = std::env::current_exe().map_err(|e| format!("no xtask binary: {e}"))?;
+    let flood = |name: &str, count: u64, rate: u64, seed: u64| -> Result<(), String> {
+        let log = run.dir().join(format!("{name}.log"));
+        let mut p = NsProcess::spawn(
+            name,
+            &run.ns("flood"),
+            &xtask,
+            &args(&[
+                "lan-flood",
+                &count.to_string(),
+                &rate.to_string(),
+                &seed.to_string(),
+            ]),
+            &log,
+            Pipes {
+                stdin: false,
+                stdout: false,
+            },
+        )?;
+        match p.wait_timeout(Duration::from_secs(60)) {
+            Some(status) if status.success() => Ok(()),
+            other => Err(format!(
+                "{name} failed ({other:?}): {}",
+                sys::log_tail(&log, 5)
+            )),
+        }
+    };
+    let drain = |listener: &mut NsProcess| {
+        let mut found = 0usize;
+        while let Ok(line) = listener.next_line(Duration::from_millis(1)) {
+            found += usize::from(line.starts_with("local peer found"));
+        }
+        found
+    };
+    let pid = listener.pid();
+    drain(listener);
+    thread::sleep(Duration::from_secs(1));
+    let before = rss_kib(pid)?;
+    flood("flood-few", FLOOD_FEW, 2_000, 1)?;
+    thread::sleep(Duration::from_secs(2));
+    let heard = drain(listener);
+    let few = rss_kib(pid)?;
+    if (heard as u64) < FLOOD_FEW / 2 {
+        return Err(format!(
+            "the listener heard only {heard} of {FLOOD_FEW} made-up peers"
+        ));
+    }
+    let per_100 = few.saturating_sub(before) as f64 * 100.0 / heard as f64;
+    report.push(format!(
+        "- {FLOOD_FEW} made-up peers announced: the listener heard {heard}; RSS {before} -> {few} KiB, \
+         {per_100:.0} KiB per 100 peers (the daemon's cache and our table)"
+    ));
+    let (many, rate) = FLOOD_MANY;
+    let flooding = Instant::now();
+    let mut peak = few;
+    thread::scope(|scope| -> Result<(), String> {
+        let sender = scope.spawn(|| flood("flood-many", many, rate, 2));
+        while !sender.is_finished() {
+            peak = peak.max(rss_kib(pid)?);
+            thread::sleep(Duration::from_millis(100));
+        }
+        sender
+            .join()
+            .map_err(|_| "the flood thread panicked".to_owned())?
+    })?;
+    for _ in 0..30 {
+        peak = peak.max(rss_kib(pid)?);
+        thread::sleep(Duration::from_millis(100));
+    }
+    drain(listener);
+    let after = rss_kib(pid)?;
+    let log = std::fs::read_to_string(listener.log()).unwrap_or_default();
+    let restarts = log.matches("restarting the daemon").count();
+    report.push(format!(
+        "- flood of {many} made-up peers at {rate}/s ({} s): listener RSS peak {peak} KiB, {after} KiB after \
+         (before the flood {few} KiB); the daemon was restarted {restarts} times",
+        flooding.elapsed().as_secs()
+    ));
+    if peak > few + FLOOD_RSS_BOUND_KIB || restarts == 0 {
+        return Err(format!(
+            "the flood was not bounded: {}",
+            report.last().cloned().unwrap_or_default()
+        ));
+    }
+    // Still working: a new real node is heard.
+    let mut provider = spawn(
+        run,
+        "a",
+        "provider-2",
+        transfer,
+        &args(&["provide", "--local-discovery", "--json", "--size", "1000"]),
+    )?;
+    let line = provider
+        .next_line(Duration::from_secs(20))
+        .map_err(|e| format!("the second provider printed nothing ({e:?})"))?;
+    let id = json_str(&line, "node_id").ok_or_else(|| format!("no node_id in {line:?}"))?;
+    wait_for_line(
+        listener,
+        &format!("local peer found: {id}"),
+        Duration::from_secs(10),
+    )
+    .map_err(|e| format!("after the flood, the listener did not hear a new node: {e}"))?;
+    report.push("- after the flood the listener heard a new real node at once".to_owned());
+    provider.stop(Duration::from_secs(5));
+    Ok(report)
+}
+
+/// Counts the mDNS responses host `a` multicasts over `secs` seconds while idle (b's listener keeps
+/// its records fresh meanwhile), from the `flood` host.
+fn idle_count(run: &Run, secs: u64) -> Result<String, String> {
+    let xtask = std::env::current_exe().map_err(|e| format!("no xtask binary: {e}"))?;
+    let log = run.dir().join("idle-count.log");
+    let mut counter = NsProcess::spawn(
+        "idle-count",
+        &run.ns("flood"),
+        &xtask,
+        &args(&["lan-count", &secs.to_string(), "10.77.0.1"]),
+        &log,
+        Pipes {
+            stdin: false,
+            stdout: true,
+        },
+    )?;
+    let line = counter
+        .next_line(Duration::from_secs(secs + 10))
+        .map_err(|e| {
+            format!(
+                "the counter printed nothing ({e:?}): {}",
+                sys::log_tail(&log, 5)
+            )
+        })?;
+    Ok(format!("- idle provider, {secs} s: {line}"))
+}
+
+/// VmRSS of process `pid`, KiB.
+fn rss_kib(pid: u32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("process {pid} is gone: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("no VmRSS for {pid}"))
 }
 
 fn args(list: &[&str]) -> Vec<String> {
@@ -375,6 +550,9 @@ fn build_lan(run: &Run) -> Result<(), String> {
             sys::ip_in(&ns, &["link", "set", "eth0", "multicast", "off"])?;
         }
         sys::ip_in(&ns, &["link", "set", "eth0", "up"])?;
+        if host == "flood" {
+            sys::ip_in(&ns, &["route", "add", "224.0.0.0/4", "dev", "eth0"])?;
+        }
     }
     Ok(())
 }

@@ -46,6 +46,7 @@ mod contract;
 mod faults;
 mod ladder;
 pub(crate) mod lan;
+pub(crate) mod lan_helpers;
 mod matrix;
 mod measure;
 mod nat;

@@ -50,7 +50,7 @@ pub const NAME: &str = "mdns";
 pub const DEFAULT_RESOLVE_WAIT: Duration = Duration::from_secs(3);
 /// The shortest gap between two queries we ask the daemon for (RFC 6762 §5.2: a second).
 pub const QUERY_GAP: Duration = Duration::from_secs(1);
-/// How often the daemon's cache size is checked.
+/// How often the daemon's cache size is checked (and after every [`MdnsBuilder::max_peers`] events).
 pub const CACHE_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// Cache entries (PTR, SRV, TXT, address names) allowed per peer of the table before the daemon is
 /// restarted with an empty cache.
@@ -128,6 +128,7 @@ impl MdnsBuilder {
             registered: None,
             last_query: Instant::now(),
             query_pending: false,
+            events_since_check: 0,
         };
         let span = tracing::debug_span!("mdns", node = %node_id.fmt_short());
         tokio::spawn(driver.run(cmd_rx).instrument(span));
@@ -334,6 +335,8 @@ struct Driver {
     registered: Option<String>,
     last_query: Instant,
     query_pending: bool,
+    /// Service events since the daemon's cache was last checked.
+    events_since_check: usize,
 }
 
 impl Driver {
@@ -358,7 +361,16 @@ impl Driver {
                     Some(Cmd::Query) => self.query(),
                 },
                 event = self.browse.recv_async() => match event {
-                    Ok(event) => self.on_event(event),
+                    Ok(event) => {
+                        self.on_event(event);
+                        // Many new names at once: check the daemon's cache now rather than at the
+                        // next tick, so a flood is cut short after about a table's worth.
+                        self.events_since_check += 1;
+                        if self.events_since_check > self.max_peers {
+                            self.check_cache().await;
+                            cache_check.reset();
+                        }
+                    }
                     Err(_) => {
                         // The daemon closes a browse whose channel filled up (we fell behind); browse
                         // again (the daemon replays its cache into the new channel).
@@ -509,6 +521,7 @@ impl Driver {
     /// Restarts the daemon (emptying its cache) when its cache holds far more than the table allows:
     /// someone is flooding the link with announcements.
     async fn check_cache(&mut self) {
+        self.events_since_check = 0;
         let Ok(metrics) = self.daemon().get_metrics() else {
             return;
         };
