@@ -6,9 +6,9 @@
 //! cargo xtask lan --bin-dir target/debug/examples [--trials 20]
 //! ```
 //!
-//! One bridge (in namespace `hub`, multicast snooping off) joins four hosts, each with an IPv4 address in
-//! 10.77.0.0/24 and an IPv6 ULA in fd77::/64 (plus its link-local address): `a`, `b`, `avahi` and `nomc`,
-//! whose interface has the multicast flag off. The checks, in order:
+//! One bridge (in namespace `hub`, multicast snooping off) joins five hosts, each with an IPv4 address in
+//! 10.77.0.0/24 and an IPv6 ULA in fd77::/64 (plus its link-local address): `a`, `b`, `avahi`, `nomc`,
+//! whose interface has the multicast flag off, and `flood`. The checks, in order:
 //!
 //! 1. `a` serves data (`transfer provide --local-discovery`), `b` listens (`listen --local-discovery`);
 //! 2. `b` fetches from `a` knowing only its NodeId, `--trials` times, each a cold start (a new process):
@@ -16,8 +16,14 @@
 //!    reported (the benchmark figure of BENCHMARKS.md "Local discovery");
 //! 3. Avahi in `avahi` (its own D-Bus daemon and a private /run/avahi-daemon, publishing off) browses
 //!    `_iroh._udp` and must list both `a` and `b` with their IPv4 addresses and TXT data;
-//! 4. `a` stops (SIGTERM): `b`'s listener must print `local peer gone: <a>` and Avahi must stop listing it;
-//! 5. `nomc` dials `b` by NodeId and must fail quickly with an error saying there are no local peers.
+//! 4. a second interface comes up on `a` (10.77.0.21, same bridge) and goes again: `b`'s listener must
+//!    see `a` announce the new address, then announce without it;
+//! 5. `a` stops (SIGTERM): `b`'s listener must print `local peer gone: <a>` and Avahi must stop listing it;
+//! 6. `nomc` dials `b` by NodeId and must fail quickly with an error saying there are no local peers.
+//! 7. `flood` announces 800 made-up nodes (what a known peer costs in `b`'s listener RSS), then 30,000
+//!    (the listener's memory must stay bounded, and a real node started afterwards must still be heard).
+//!
+//! `--idle-secs S` also counts what an idle `a` multicasts over S seconds (after step 1).
 //!
 //! Nothing is sent outside the namespaces: multicast stays on the bridge.
 
@@ -250,7 +256,10 @@ fn scenario(
         .unwrap_or_default();
     report.push(format!("- avahi-browse lists both; a as: `{a_line}`"));
 
-    // 4. a leaves.
+    // 4. An interface comes and goes on a: a announces again each time.
+    report.push(interface_change(run, &mut listener, &a_id)?);
+
+    // 5. a leaves.
     let left = Instant::now();
     provider.stop(Duration::from_secs(5));
     wait_for_line(
@@ -270,7 +279,7 @@ fn scenario(
         forgotten.as_millis()
     ));
 
-    // 5. No multicast, no local peers.
+    // 6. No multicast, no local peers.
     let started = Instant::now();
     let log = run.dir().join("nomc.log");
     let mut lonely = NsProcess::spawn(
@@ -308,7 +317,7 @@ fn scenario(
     Ok(report.join("\n"))
 }
 
-/// Step 6, made-up announcements: what a known peer costs, and that a flood far past the table's
+/// Step 7, made-up announcements: what a known peer costs, and that a flood far past the table's
 /// bound neither grows the listener without limit nor stops it hearing a real node afterwards.
 fn flood_check(
     run: &Run,
@@ -316,7 +325,7 @@ fn flood_check(
     transfer: &Path,
 ) -> Result<Vec<String>, String> {
     let mut report = Vec::new();
-    let xtask = std::env::current_exe().map_err(|e| format!("no xtask binary: {e}"))?;
+    let xtask = super::topo::self_exe()?;
     let flood = |name: &str, count: u64, rate: u64, seed: u64| -> Result<(), String> {
         let log = run.dir().join(format!("{name}.log"));
         let mut p = NsProcess::spawn(
@@ -426,7 +435,7 @@ fn flood_check(
 /// Counts the mDNS responses host `a` multicasts over `secs` seconds while idle (b's listener keeps
 /// its records fresh meanwhile), from the `flood` host.
 fn idle_count(run: &Run, secs: u64) -> Result<String, String> {
-    let xtask = std::env::current_exe().map_err(|e| format!("no xtask binary: {e}"))?;
+    let xtask = super::topo::self_exe()?;
     let log = run.dir().join("idle-count.log");
     let mut counter = NsProcess::spawn(
         "idle-count",
@@ -646,16 +655,57 @@ fn poll<T>(
     }
 }
 
+/// Adds a second interface to `a` (10.77.0.21 on the same bridge), then removes it: `b`'s listener must
+/// see the address appear in `a`'s announcement and go again.
+fn interface_change(run: &Run, listener: &mut NsProcess, a_id: &str) -> Result<String, String> {
+    let (ns, hub) = (run.ns("a"), run.ns("hub"));
+    let (inner, outer) = run.link_names('v');
+    let found = format!("local peer found: {a_id}");
+    let added = Instant::now();
+    sys::ip(&[
+        "link", "add", &inner, "netns", &ns, "type", "veth", "peer", "name", &outer, "netns", &hub,
+    ])?;
+    sys::ip_in(&hub, &["link", "set", &outer, "master", "br0", "up"])?;
+    sys::ip_in(&ns, &["addr", "add", "10.77.0.21/24", "dev", &inner])?;
+    sys::ip_in(&ns, &["link", "set", &inner, "up"])?;
+    wait_for_match(listener, Duration::from_secs(20), |l| {
+        l.starts_with(&found) && l.contains("10.77.0.21:")
+    })
+    .map_err(|e| format!("a's new interface was not announced: {e}"))?;
+    let up = added.elapsed();
+    let removed = Instant::now();
+    sys::ip_in(&ns, &["link", "del", &inner])?;
+    wait_for_match(listener, Duration::from_secs(20), |l| {
+        l.starts_with(&found) && !l.contains("10.77.0.21:")
+    })
+    .map_err(|e| format!("a's removed interface was still announced: {e}"))?;
+    Ok(format!(
+        "- a second interface on a: announced after {} ms; removed, announced without it after {} ms",
+        up.as_millis(),
+        removed.elapsed().as_millis()
+    ))
+}
+
 /// Reads lines until one starts with `prefix`.
 fn wait_for_line(process: &mut NsProcess, prefix: &str, timeout: Duration) -> Result<(), String> {
+    wait_for_match(process, timeout, |line| line.starts_with(prefix))
+        .map_err(|e| format!("no `{prefix}`: {e}"))
+}
+
+/// Reads lines until one matches.
+fn wait_for_match(
+    process: &mut NsProcess,
+    timeout: Duration,
+    matches: impl Fn(&str) -> bool,
+) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match process.next_line(left) {
-            Ok(line) if line.starts_with(prefix) => return Ok(()),
+            Ok(line) if matches(&line) => return Ok(()),
             Ok(_) => {}
             Err(NoLine::Timeout) => {
-                return Err(format!("no `{prefix}` within {} s", timeout.as_secs()));
+                return Err(format!("nothing matched within {} s", timeout.as_secs()));
             }
             Err(NoLine::Closed) => {
                 return Err(format!("the process ended: {}", process.log_tail(10)));

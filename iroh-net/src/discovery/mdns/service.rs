@@ -360,7 +360,7 @@ impl Driver {
                     }
                     Some(Cmd::Query) => self.query(),
                 },
-                event = self.browse.recv_async() => match event {
+                event = self.browse.recv_async(), if self.daemon.is_some() => match event {
                     Ok(event) => {
                         self.on_event(event);
                         // Many new names at once: check the daemon's cache now rather than at the
@@ -385,10 +385,9 @@ impl Driver {
         self.stop();
     }
 
-    fn daemon(&self) -> &ServiceDaemon {
-        self.daemon
-            .as_ref()
-            .expect("daemon present outside replacement")
+    /// The daemon, unless it failed to restart (then local discovery is off and calls do nothing).
+    fn daemon(&self) -> Result<&ServiceDaemon, mdns_sd::Error> {
+        self.daemon.as_ref().ok_or(mdns_sd::Error::DaemonShutdown)
     }
 
     /// Registers (or re-registers, after a change) our service; withdraws it when nothing is left to
@@ -407,7 +406,7 @@ impl Driver {
             Ok(info) => {
                 let fullname = info.get_fullname().to_owned();
                 debug!(?addrs, relay = ?data.relay_url, "announcing");
-                if let Err(error) = self.daemon().register(info) {
+                if let Err(error) = self.daemon().and_then(|d| d.register(info)) {
                     warn!(%error, "mDNS register failed");
                     return;
                 }
@@ -439,8 +438,13 @@ impl Driver {
     /// A new browse: the daemon sends a query at once (after its 10-50 ms jitter), replays its cache,
     /// and queries again with backoff.
     fn rebrowse(&mut self) {
-        match self.daemon().browse(SERVICE_TYPE) {
+        match self.daemon().and_then(|d| d.browse(SERVICE_TYPE)) {
             Ok(browse) => self.browse = browse,
+            Err(mdns_sd::Error::DaemonShutdown) => {
+                // Its thread ended: stop polling its channels (a closed one is ready at once).
+                warn!("the mDNS daemon stopped; local discovery is off");
+                self.daemon = None;
+            }
             Err(error) => warn!(%error, "mDNS browse failed"),
         }
     }
@@ -522,7 +526,7 @@ impl Driver {
     /// someone is flooding the link with announcements.
     async fn check_cache(&mut self) {
         self.events_since_check = 0;
-        let Ok(metrics) = self.daemon().get_metrics() else {
+        let Ok(metrics) = self.daemon().and_then(ServiceDaemon::get_metrics) else {
             return;
         };
         let Ok(Ok(metrics)) =
@@ -553,12 +557,8 @@ impl Driver {
                 self.announce();
             }
             Err(error) => {
+                // Left without a daemon: resolves then answer only from the table.
                 warn!(%error, "mDNS daemon did not restart; local discovery is off");
-                // Keep a stopped handle so calls fail quietly.
-                if let Ok((daemon, browse)) = start_daemon(self.port) {
-                    self.daemon = Some(daemon);
-                    self.browse = browse;
-                }
             }
         }
     }
