@@ -1,7 +1,8 @@
 //! The NAT matrix: for every ordered pair of kinds, a provider of one kind and a fetcher of the other move
 //! data through the simulated internet, and the run fails on any pair that does not connect or corrupts data,
 //! or on a pair that should go direct and is not direct within its limit (`--direct-limit-ms`, default
-//! 1 s: the time to direct is gated per pair).
+//! 1 s: the time to direct is gated per pair; a pair that fails only that gate gets one more try, noted in
+//! the report).
 //!
 //! Each pair gets its own fresh topology (relay, shaper and two sites; about a second to build and tear
 //! down). Reusing one topology with every kind would save that second but let pairs disturb each other:
@@ -151,7 +152,17 @@ pub(crate) fn run(run: &Run, options: &MatrixOptions) -> Vec<PairReport> {
     let mut reports = Vec::new();
     for (n, (provider, fetcher)) in options.pairs.iter().copied().enumerate() {
         let label = format!("pair{:02}-{}-{}", n + 1, provider.name(), fetcher.name());
-        let report = run_pair(run, options, (provider, fetcher), &label);
+        let mut report = run_pair(run, options, (provider, fetcher), &label);
+        if is_only_late(&report) {
+            // Only the time gate failed: at 2% loss a lost probe round now and then pushes a pair past it.
+            // One more try, in a fresh topology; the report keeps the first attempt's figure as a note.
+            let first = report.reasons.join("; ");
+            println!("matrix {}/{total}: {first}; trying once more", n + 1);
+            report = run_pair(run, options, (provider, fetcher), &format!("{label}-again"));
+            report
+                .notes
+                .push(format!("second attempt (the first: {first})"));
+        }
         println!(
             "matrix {}/{total}: {} provides, {} fetches: {}",
             n + 1,
@@ -165,6 +176,16 @@ pub(crate) fn run(run: &Run, options: &MatrixOptions) -> Vec<PairReport> {
         reports.push(report);
     }
     reports
+}
+
+/// Whether a pair failed only because it went direct later than the limit.
+fn is_only_late(report: &PairReport) -> bool {
+    !report.passed
+        && !report.reasons.is_empty()
+        && report
+            .reasons
+            .iter()
+            .all(|reason| reason.starts_with("direct only after"))
 }
 
 fn run_pair(
