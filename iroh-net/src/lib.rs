@@ -73,6 +73,7 @@ pub mod discovery;
 #[cfg_attr(iroh_docsrs, doc(cfg(feature = "quic")))]
 pub mod endpoint;
 pub mod magicsock;
+pub mod mdns;
 pub mod net_report;
 pub mod paths;
 #[cfg(feature = "quic")]
