@@ -278,7 +278,11 @@ impl Discovery for MdnsDiscovery {
                     return Ok(item);
                 }
             }
-            let deadline = tokio::time::Instant::from_std(started + wait);
+            let deadline = tokio::time::Instant::from_std(
+                started
+                    .checked_add(wait)
+                    .unwrap_or(started + Duration::from_secs(86_400 * 365)),
+            );
             loop {
                 match tokio::time::timeout_at(deadline, generation.changed()).await {
                     Ok(Ok(())) => {

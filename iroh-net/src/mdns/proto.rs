@@ -184,6 +184,8 @@ pub struct MdnsCore {
     transmits: VecDeque<Transmit>,
     events: VecDeque<MdnsEvent>,
     stats: Stats,
+    /// After [`MdnsCore::shutdown`]: nothing more is announced, asked or answered.
+    shut: bool,
 }
 
 fn set_index(sets: Sets) -> impl Iterator<Item = usize> {
@@ -229,6 +231,7 @@ impl MdnsCore {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            shut: false,
         }
     }
 
@@ -265,6 +268,9 @@ impl MdnsCore {
     /// The interfaces to run on now. New ones (or ones whose addresses changed) get an announcement
     /// burst and a new browse; gone ones are forgotten (no goodbye can go out on them).
     pub fn set_interfaces(&mut self, now: Instant, ifaces: Vec<Interface>) {
+        if self.shut {
+            return;
+        }
         let mut fresh = false;
         let mut next = BTreeMap::new();
         for iface in ifaces {
@@ -305,6 +311,9 @@ impl MdnsCore {
     /// What we publish: our relay and direct addresses (only the [`publishable`] ones are used). With
     /// neither left, our records are withdrawn (goodbyes).
     pub fn publish(&mut self, relay: Option<RelayUrl>, addrs: &[SocketAddr]) {
+        if self.shut {
+            return;
+        }
         let addrs = publishable(addrs.iter().copied());
         let next = (!addrs.is_empty() || relay.is_some()).then_some((relay, addrs));
         if next == self.ours {
@@ -416,13 +425,14 @@ impl MdnsCore {
         }
         self.browse.next = None;
         self.lookups.clear();
+        self.shut = true;
     }
 
     /// Looks `node` up for up to `wait`: asks the network unless it is known and was heard within
     /// [`HOST_TTL`]; if known but older, asks again and forgets it when it does not answer. Returns
     /// whether a query was started.
     pub fn lookup(&mut self, now: Instant, node: NodeId, wait: Duration) -> bool {
-        if node == self.node || self.ifaces.is_empty() {
+        if node == self.node || self.ifaces.is_empty() || self.shut {
             return false;
         }
         let known = self.heard.get(now, &node);
@@ -450,6 +460,11 @@ impl MdnsCore {
 
     /// A packet from `src` (its IPv6 scope id names the interface for link-local sources).
     pub fn handle_packet(&mut self, now: Instant, src: SocketAddr, bytes: &[u8]) {
+        let Some(index) = self.iface_of(src) else {
+            self.stats.off_link += 1;
+            trace!(%src, "ignoring a packet from off the link");
+            return;
+        };
         let message = match wire::parse(bytes) {
             Ok(message) => message,
             Err(error) => {
@@ -457,11 +472,6 @@ impl MdnsCore {
                 trace!(%src, %error, "ignoring a packet");
                 return;
             }
-        };
-        let Some(index) = self.iface_of(src) else {
-            self.stats.off_link += 1;
-            trace!(%src, "ignoring a packet from off the link");
-            return;
         };
         match message {
             Message::Query(query) => self.on_query(now, index, src, &query),
@@ -596,7 +606,10 @@ impl MdnsCore {
             return;
         }
         match facts.txt {
-            Some((ttl, Ok((relay, mut addrs)))) => {
+            Some((ttl, Ok((relay, addrs)))) => {
+                // Only what a peer on the link can use (a hostile TXT may name anything).
+                let mut addrs: std::collections::BTreeSet<SocketAddr> =
+                    addrs.into_iter().filter(super::is_publishable).collect();
                 if addrs.is_empty()
                     && let Some((_, port)) = facts.srv
                 {
@@ -608,6 +621,13 @@ impl MdnsCore {
                     return;
                 }
                 self.lookups.remove(&node);
+                // Answers to our one-shot queries carry TTLs capped for legacy resolvers (§6.7),
+                // not the records' own: keep such a peer as long as a host record.
+                let ttl = if ttl <= wire::LEGACY_TTL {
+                    HOST_TTL
+                } else {
+                    ttl
+                };
                 let ttl = Duration::from_secs(ttl.into());
                 if self.heard.heard(now, node, relay.clone(), &addrs, ttl) {
                     let addr = NodeAddr::from_parts(node, relay, addrs);

@@ -370,6 +370,11 @@ mod link {
         assert!(packet.answers.iter().all(|rr| rr.ttl <= wire::LEGACY_TTL));
         let sent = link.sent_by(2);
         assert!(sent[0].1.oneshot && sent.len() == 1, "one query");
+        let kept = link.core(2).heard().get(t1, &key(1)).unwrap().expires_at;
+        assert!(
+            kept >= t1 + Duration::from_secs(119),
+            "the legacy TTL cap is not the record's TTL"
+        );
         assert!(!link.core(2).looking_up(&key(1)));
         // Known and fresh: no new query.
         assert!(!link.core(2).lookup(t1, key(1), Duration::from_secs(3)));
@@ -501,12 +506,20 @@ mod link {
             ))]
         );
         link.core(1).shutdown();
+        // A publish still queued behind the shutdown changes nothing.
+        link.core(1).publish(None, &[addr_of(1)]);
         let bye = link.now;
         link.run_until(bye + Duration::from_millis(900));
         assert!(link.events(2).is_empty(), "kept for a second");
         link.run_until(bye + Duration::from_millis(1100));
         assert_eq!(link.events(2), [MdnsEvent::Expired(key(1))]);
         assert!(link.core(2).heard().is_empty());
+        link.log.clear();
+        link.run_until(bye + Duration::from_secs(60));
+        assert!(
+            link.answers_by(1).is_empty(),
+            "nothing announced after the goodbye"
+        );
     }
 
     #[test]
