@@ -372,33 +372,21 @@ impl Sockets {
     /// itself); other errors are logged at debug level (an interface that just went away).
     fn send(&self, core: &MdnsCore, transmit: &Transmit) {
         let iface = core.interfaces().find(|i| i.index == transmit.iface);
-        let result = match transmit.dst {
-            SocketAddr::V4(_) => {
-                let socket = if transmit.oneshot {
-                    &self.oneshot_v4
-                } else {
-                    &self.v4
-                };
-                let Some(socket) = socket else { return };
-                let Some(ip) = iface.and_then(Interface::ipv4) else {
-                    return;
-                };
-                SockRef::from(socket)
-                    .set_multicast_if_v4(&ip)
-                    .and_then(|()| socket.try_send_to(&transmit.payload, transmit.dst))
-            }
-            SocketAddr::V6(_) => {
-                let socket = if transmit.oneshot {
-                    &self.oneshot_v6
-                } else {
-                    &self.v6
-                };
-                let Some(socket) = socket else { return };
-                SockRef::from(socket)
-                    .set_multicast_if_v6(transmit.iface)
-                    .and_then(|()| socket.try_send_to(&transmit.payload, transmit.dst))
-            }
+        let (mdns, oneshot) = match transmit.dst {
+            SocketAddr::V4(_) => (&self.v4, &self.oneshot_v4),
+            SocketAddr::V6(_) => (&self.v6, &self.oneshot_v6),
         };
+        let Some(socket) = (if transmit.oneshot { oneshot } else { mdns }) else {
+            return;
+        };
+        let chosen = match transmit.dst {
+            SocketAddr::V4(_) => match iface.and_then(Interface::ipv4) {
+                Some(ip) => SockRef::from(socket).set_multicast_if_v4(&ip),
+                None => return,
+            },
+            SocketAddr::V6(_) => SockRef::from(socket).set_multicast_if_v6(transmit.iface),
+        };
+        let result = chosen.and_then(|()| socket.try_send_to(&transmit.payload, transmit.dst));
         if let Err(error) = result {
             debug!(%error, dst = %transmit.dst, iface = transmit.iface, "mDNS send failed");
         }

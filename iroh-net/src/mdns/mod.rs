@@ -29,6 +29,7 @@ use std::{
 use iroh_base::{NodeAddr, NodeId, RelayUrl};
 
 pub mod proto;
+mod types;
 pub mod wire;
 
 pub use self::proto::{Config, Interface, MdnsCore, Stats, Transmit};
