@@ -20,7 +20,7 @@
 //! `iroh_net::discovery::mdns::MdnsDiscovery` (feature `quic`).
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
     str::FromStr,
     time::{Duration, Instant},
@@ -108,13 +108,21 @@ pub fn decode_txt<'a>(
 ) -> Result<(Option<RelayUrl>, BTreeSet<SocketAddr>), TxtError> {
     let mut relay = None;
     let mut addrs = BTreeSet::new();
+    // RFC 6763 section 6.4: of a key given more than once, only the first counts. (Only our keys are
+    // remembered, at most MAX_ADDRS + 1 of them: others are skipped.)
+    let mut seen: Vec<&str> = Vec::new();
     for (key, value) in txt {
+        let ours = key.eq_ignore_ascii_case(RELAY_KEY)
+            || key
+                .strip_prefix(['a', 'A'])
+                .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()));
+        if !ours || seen.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+            continue;
+        }
+        seen.push(key);
         if key.eq_ignore_ascii_case(RELAY_KEY) {
             relay = Some(RelayUrl::from_str(value).map_err(|_| TxtError::Relay)?);
-        } else if let Some(index) = key.strip_prefix(['a', 'A'])
-            && !index.is_empty()
-            && index.bytes().all(|b| b.is_ascii_digit())
-        {
+        } else {
             if addrs.len() >= MAX_ADDRS {
                 return Err(TxtError::TooManyAddrs);
             }
@@ -172,16 +180,23 @@ struct Entry {
 
 const NO_RELAY: u32 = u32::MAX;
 
+/// The most entries a table reserves room for up front (a larger bound grows as needed).
+const RESERVE_MAX: usize = 4096;
+
 /// What was heard from other nodes: see the [module docs](self).
 #[derive(Debug)]
 pub struct HeardPeers {
     epoch: Instant,
-    peers: HashMap<NodeId, Entry>,
+    /// Sorted by key, reserved at the bound (up to [`RESERVE_MAX`]): no hash-table slack and no growth
+    /// steps, so a peer costs its 72 bytes and its addresses, and only the part in use is ever touched.
+    peers: Vec<(NodeId, Entry)>,
     /// Relay URLs in use and how many entries name each (most nodes of a LAN share a relay or two).
     relays: Vec<Option<(RelayUrl, usize)>>,
     max_peers: usize,
     /// The earliest `expires_ms` (maybe of an entry gone since: only ever early).
     next_expiry: Option<u64>,
+    /// Nodes dropped to make room, until [`HeardPeers::take_dropped`].
+    dropped: Vec<NodeId>,
 }
 
 impl HeardPeers {
@@ -189,11 +204,20 @@ impl HeardPeers {
     pub fn new(max_peers: usize) -> Self {
         Self {
             epoch: Instant::now(),
-            peers: HashMap::new(),
+            peers: Vec::with_capacity(max_peers.clamp(1, RESERVE_MAX)),
             relays: Vec::new(),
             max_peers: max_peers.max(1),
             next_expiry: None,
+            dropped: Vec::new(),
         }
+    }
+
+    fn find(&self, node: &NodeId) -> Result<usize, usize> {
+        self.peers.binary_search_by(|(key, _)| key.cmp(node))
+    }
+
+    fn entry(&self, node: &NodeId) -> Option<&Entry> {
+        self.find(node).ok().map(|i| &self.peers[i].1)
     }
 
     fn ms(&self, at: Instant) -> u64 {
@@ -274,10 +298,11 @@ impl HeardPeers {
         let now_ms = self.ms(now);
         let expires_ms = self.ms(now.checked_add(ttl).unwrap_or(now));
         let packed = pack(addrs);
-        if let Some(entry) = self.peers.get(&node) {
+        if let Ok(i) = self.find(&node) {
+            let entry = &self.peers[i].1;
             let same_relay = self.relay(entry.relay) == relay;
             if same_relay && *entry.addrs == *packed {
-                let entry = self.peers.get_mut(&node).expect("present");
+                let entry = &mut self.peers[i].1;
                 entry.heard_ms = now_ms;
                 entry.expires_ms = expires_ms;
                 self.next_expiry = Some(self.next_expiry.map_or(expires_ms, |e| e.min(expires_ms)));
@@ -286,7 +311,8 @@ impl HeardPeers {
             self.gone(&node);
         }
         if self.peers.len() >= self.max_peers {
-            self.expire(now);
+            let expired = self.expire(now);
+            self.dropped.extend(expired);
             if self.peers.len() >= self.max_peers
                 && let Some(oldest) = self
                     .peers
@@ -295,26 +321,35 @@ impl HeardPeers {
                     .map(|(node, _)| *node)
             {
                 self.gone(&oldest);
+                self.dropped.push(oldest);
             }
         }
         let relay = self.intern(relay);
-        self.peers.insert(
-            node,
-            Entry {
-                addrs: packed,
-                heard_ms: now_ms,
-                expires_ms,
-                relay,
-            },
-        );
+        let entry = Entry {
+            addrs: packed,
+            heard_ms: now_ms,
+            expires_ms,
+            relay,
+        };
+        match self.find(&node) {
+            Ok(i) => self.peers[i].1 = entry,
+            Err(i) => self.peers.insert(i, (node, entry)),
+        }
         self.next_expiry = Some(self.next_expiry.map_or(expires_ms, |e| e.min(expires_ms)));
         true
+    }
+
+    /// The nodes [`HeardPeers::heard`] dropped to make room (expired ones, else the one heard longest
+    /// ago) since the last call.
+    pub fn take_dropped(&mut self) -> Vec<NodeId> {
+        std::mem::take(&mut self.dropped)
     }
 
     /// A goodbye (TTL 0) from `node`: it goes [`GOODBYE_GRACE`] from now, unless heard again.
     pub fn goodbye(&mut self, now: Instant, node: &NodeId) {
         let at = self.ms(now.checked_add(GOODBYE_GRACE).unwrap_or(now));
-        if let Some(entry) = self.peers.get_mut(node) {
+        if let Ok(i) = self.find(node) {
+            let entry = &mut self.peers[i].1;
             entry.expires_ms = entry.expires_ms.min(at);
             self.next_expiry = Some(self.next_expiry.map_or(at, |e| e.min(at)));
         }
@@ -322,20 +357,20 @@ impl HeardPeers {
 
     /// Forgets `node` at once; returns whether it was known.
     pub fn gone(&mut self, node: &NodeId) -> bool {
-        match self.peers.remove(node) {
-            Some(entry) => {
+        match self.find(node) {
+            Ok(i) => {
+                let (_, entry) = self.peers.remove(i);
                 self.release(entry.relay);
                 true
             }
-            None => false,
+            Err(_) => false,
         }
     }
 
     /// What is known of `node`, unless it ran out.
     pub fn get(&self, now: Instant, node: &NodeId) -> Option<Heard> {
         let now_ms = self.ms(now);
-        self.peers
-            .get(node)
+        self.entry(node)
             .filter(|e| e.expires_ms > now_ms)
             .map(|e| self.view(e))
     }
@@ -369,16 +404,20 @@ impl HeardPeers {
         if self.next_expiry.is_some_and(|e| e > now_ms) {
             return Vec::new();
         }
-        let gone: Vec<NodeId> = self
-            .peers
-            .iter()
-            .filter(|(_, e)| e.expires_ms <= now_ms)
-            .map(|(node, _)| *node)
-            .collect();
-        for node in &gone {
-            self.gone(node);
+        let mut gone = Vec::new();
+        let mut released = Vec::new();
+        self.peers.retain(|(node, e)| {
+            let keep = e.expires_ms > now_ms;
+            if !keep {
+                gone.push(*node);
+                released.push(e.relay);
+            }
+            keep
+        });
+        for relay in released {
+            self.release(relay);
         }
-        self.next_expiry = self.peers.values().map(|e| e.expires_ms).min();
+        self.next_expiry = self.peers.iter().map(|(_, e)| e.expires_ms).min();
         gone
     }
 
@@ -392,11 +431,11 @@ impl HeardPeers {
         self.peers.is_empty()
     }
 
-    /// The heap bytes it holds, roughly (the map's slots and the packed address lists).
+    /// The heap bytes in use, roughly: the entries and the packed address lists (of the room reserved
+    /// for entries, only what is in use: the rest is never written, so it costs no resident memory).
     pub fn heap_bytes(&self) -> usize {
-        let slot = size_of::<(NodeId, Entry)>() + 1;
-        self.peers.capacity() * slot
-            + self.peers.values().map(|e| e.addrs.len()).sum::<usize>()
+        self.peers.len() * size_of::<(NodeId, Entry)>()
+            + self.peers.iter().map(|(_, e)| e.addrs.len()).sum::<usize>()
             + self.relays.capacity() * size_of::<Option<(RelayUrl, usize)>>()
     }
 }

@@ -214,6 +214,12 @@ impl MdnsCore {
         self.ifaces = next;
         if fresh {
             self.restart_browse(now);
+            // A lookup asks again at once, one-shot: the node may be on the new interface (one that
+            // came up just after the lookup started must not cost a retry interval).
+            for lookup in self.lookups.values_mut() {
+                lookup.next = now;
+                lookup.sent = 0;
+            }
         }
         if self.ifaces.is_empty() {
             self.browse.next = None;
@@ -545,7 +551,12 @@ impl MdnsCore {
                     ttl
                 };
                 let ttl = Duration::from_secs(ttl.into());
-                if self.heard.heard(now, node, relay.clone(), &addrs, ttl) {
+                let changed = self.heard.heard(now, node, relay.clone(), &addrs, ttl);
+                // Room made for it (the table was full): those are gone for subscribers too.
+                for dropped in self.heard.take_dropped() {
+                    self.events.push_back(MdnsEvent::Expired(dropped));
+                }
+                if changed {
                     let addr = NodeAddr::from_parts(node, relay, addrs);
                     debug!(node = %node.fmt_short(), ?addr, "local peer heard");
                     self.events.push_back(MdnsEvent::Discovered(addr));

@@ -95,6 +95,22 @@ fn malformed_txt_is_a_typed_error() {
     .unwrap();
     assert_eq!(relay, None);
     assert_eq!(addrs.len(), 1);
+    // A key given twice counts once, the first time (RFC 6763 section 6.4), whatever its case; a bad
+    // later value is ignored with it.
+    let (relay, addrs) = decode_txt([
+        ("relay", "https://first.example/"),
+        ("RELAY", "https://second.example/"),
+        ("relay", "ftp://bad/"),
+        ("a0", "10.0.0.1:1"),
+        ("A0", "10.0.0.2:2"),
+        ("a0", "garbage"),
+    ])
+    .unwrap();
+    assert_eq!(relay, Some("https://first.example/".parse().unwrap()));
+    assert_eq!(addrs, BTreeSet::from([addr("10.0.0.1:1")]));
+    // So many repeats of one key are not too many addresses.
+    let repeats: Vec<(&str, &str)> = (0..100).map(|_| ("a1", "10.0.0.1:1")).collect();
+    assert_eq!(decode_txt(repeats).unwrap().1.len(), 1);
 }
 
 #[test]
@@ -120,6 +136,12 @@ fn heard_peers_are_bounded_and_expire() {
         Duration::from_secs(120),
     );
     assert_eq!(heard.len(), 3);
+    assert_eq!(
+        heard.take_dropped(),
+        [node(0)],
+        "the dropped node is reported"
+    );
+    assert!(heard.take_dropped().is_empty());
     assert!(heard.get(t0 + Duration::from_secs(5), &node(0)).is_none());
     assert!(heard.get(t0 + Duration::from_secs(5), &node(9)).is_some());
     // A flood of ever-new senders never grows it.
@@ -132,6 +154,7 @@ fn heard_peers_are_bounded_and_expire() {
             Duration::from_secs(120),
         );
         assert!(heard.len() <= 3);
+        assert_eq!(heard.take_dropped().len(), 1);
     }
     // TTLs are clamped: a huge one lasts at most 4500 s, a zero one a second.
     let mut heard = HeardPeers::new(10);
@@ -218,9 +241,12 @@ mod link {
         SocketAddr::new(ip(n), PORT)
     }
 
+    /// The interface index every host has on the simulated link.
+    const LINK_INDEX: u32 = 2;
+
     fn iface(n: u8) -> Interface {
         Interface {
-            index: 2,
+            index: LINK_INDEX,
             addrs: vec![(ip(n), 24)],
         }
     }
@@ -278,6 +304,9 @@ mod link {
                 }
                 for (from, t) in sent {
                     self.log.push((self.now, from, t.clone()));
+                    if t.iface != LINK_INDEX {
+                        continue; // another interface: no one there
+                    }
                     let from_addr = if t.oneshot {
                         SocketAddr::new(ip(from), ONESHOT_PORT)
                     } else {
@@ -380,6 +409,35 @@ mod link {
         assert!(!link.core(2).lookup(t1, key(1), Duration::from_secs(3)));
         let got = link.core(2).heard().get(t1, &key(1)).unwrap();
         assert_eq!(got.addrs, BTreeSet::from([addr_of(1)]));
+    }
+
+    #[test]
+    fn a_lookup_asks_again_at_once_on_an_interface_that_comes_up() {
+        let t0 = Instant::now();
+        let mut link = Link::new(t0, vec![(1, host(1, t0, true))]);
+        link.run_until(t0 + Duration::from_secs(10));
+        let t1 = link.now;
+        // b is up only on another network at first (index 3: nobody there).
+        let elsewhere = Interface {
+            index: 3,
+            addrs: vec![(Ipv4Addr::new(10, 9, 0, 2).into(), 24)],
+        };
+        let mut b = host(2, t1, false);
+        b.set_interfaces(t1, vec![elsewhere.clone()]);
+        link.hosts.push((2, b));
+        assert!(link.core(2).lookup(t1, key(1), Duration::from_secs(3)));
+        let t2 = t1 + Duration::from_millis(300);
+        link.run_until(t2);
+        assert!(
+            link.events(2).is_empty(),
+            "nothing heard on the other network"
+        );
+        // The link's interface comes up 300 ms later (its carrier, say): asked again there at once,
+        // not at the 1 s retry.
+        link.core(2).set_interfaces(t2, vec![elsewhere, iface(2)]);
+        link.run_until(t2);
+        assert_eq!(link.events(2), [discovered(1)]);
+        assert!(!link.core(2).looking_up(&key(1)));
     }
 
     #[test]
@@ -629,6 +687,14 @@ mod link {
             core.handle_packet(t0, src(1), &bytes);
         }
         assert_eq!(core.heard().len(), 64);
+        // Every node pushed out to make room is reported gone, so subscribers' views stay bounded too.
+        let events: Vec<MdnsEvent> = std::iter::from_fn(|| core.poll_event()).collect();
+        let expired = events
+            .iter()
+            .filter(|e| matches!(e, MdnsEvent::Expired(_)))
+            .count();
+        assert_eq!(expired, 5000 - 64);
+        assert_eq!(events.len() - expired, 5000);
         let mut lookups = 0;
         core.handle_timeout(t0);
         while core.poll_transmit().is_some() {

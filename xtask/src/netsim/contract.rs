@@ -26,6 +26,12 @@
 //! ```
 //!
 //! and the provider's first line then carries its NodeId too: `{"ticket": "node...", "node_id": "..."}`.
+//! The `lan-wins` scenario dials by NodeId found on the local network (mDNS), the relay configured too:
+//!
+//! ```text
+//! PROGRAM [ARGS...] provide --size BYTES --relay-url URL --json [--relay-insecure] --local-discovery
+//! PROGRAM [ARGS...] fetch --node-id ID --relay-url URL --json [--relay-insecure] --local-discovery
+//! ```
 //!
 //! Standard output, one JSON object per line (other lines are ignored and logged; standard error is logged):
 //!
@@ -223,7 +229,12 @@ pub(crate) enum Dial {
     Ticket,
     /// With its NodeId alone, found through the relay's discovery server (the provider publishes).
     NodeId,
+    /// With its NodeId alone, found on the local network (both ends `--local-discovery`).
+    Local,
 }
+
+/// The flag turning on local-network discovery (mDNS) in a peer program.
+pub(crate) const LOCAL_DISCOVERY_FLAG: &str = "--local-discovery";
 
 /// The DNS origin of the relay's discovery server.
 pub(crate) const DISCOVERY_ORIGIN: &str = "iroh.test";
@@ -344,6 +355,38 @@ impl PeerCmd {
             relay_url,
             insecure,
             &["--dns-server", dns_server, "--dns-origin", DISCOVERY_ORIGIN],
+        )
+    }
+
+    /// The provider's arguments when it is found on the local network.
+    pub(crate) fn provide_local_args(
+        &self,
+        size: u64,
+        relay_url: &str,
+        insecure: bool,
+    ) -> Vec<String> {
+        self.role_args(
+            "provide",
+            &["--size", &size.to_string()],
+            relay_url,
+            insecure,
+            &[LOCAL_DISCOVERY_FLAG],
+        )
+    }
+
+    /// The fetcher's arguments when it dials `node_id` alone, found on the local network.
+    pub(crate) fn fetch_local_args(
+        &self,
+        node_id: &str,
+        relay_url: &str,
+        insecure: bool,
+    ) -> Vec<String> {
+        self.role_args(
+            "fetch",
+            &["--node-id", node_id],
+            relay_url,
+            insecure,
+            &[LOCAL_DISCOVERY_FLAG],
         )
     }
 

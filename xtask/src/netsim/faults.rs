@@ -11,6 +11,13 @@
 //!   fetcher knows only its NodeId and resolves it over DNS (port 53 of the relay's host). The transfer must
 //!   complete intact and go direct (both sites are home routers). Needs a peer program with discovery
 //!   (the `transfer` example); with the stand-in it is reported as not run.
+//! - `lan-wins`: the two home sites' hosts are also joined by a link of their own (one LAN, no delay,
+//!   [`super::topo::SHARED_LAN`]), and both run local discovery (mDNS) besides the relay. The fetcher
+//!   knows only the provider's NodeId: mDNS gives it the provider's LAN address, its public (NAT) address
+//!   and its relay, so every kind of path works at once (relay, public through both NATs, which is what
+//!   `by-node-id` uses in the same topology, and LAN). The transfer must go direct over the LAN one: its
+//!   QUIC round-trip time at the end must be under the access links' one-way delay (the public path's
+//!   round trip is four times that). Also needs the `transfer` example.
 //!
 //! The first two need the transfer to outlast the fault, so both access links are limited with `tbf`
 //! (`--fault-rate-mbit`, default 20) and the transfer is `--fault-size` bytes (default 60 MB, about 24 s at
@@ -77,7 +84,16 @@ pub(crate) struct FaultReport {
 }
 
 /// The scenario names, in run order.
-pub(crate) const SCENARIOS: [&str; 4] = ["direct-drop", "relay-restart", "lossy", "by-node-id"];
+pub(crate) const SCENARIOS: [&str; 5] = [
+    "direct-drop",
+    "relay-restart",
+    "lossy",
+    "by-node-id",
+    "lan-wins",
+];
+
+/// The scenarios that need a peer program with discovery.
+const NEED_DISCOVERY: [&str; 2] = ["by-node-id", "lan-wins"];
 
 /// Runs the scenarios named in `which`, printing progress.
 pub(crate) fn run(run: &Run, options: &FaultOptions, which: &[String]) -> Vec<FaultReport> {
@@ -86,9 +102,9 @@ pub(crate) fn run(run: &Run, options: &FaultOptions, which: &[String]) -> Vec<Fa
         .into_iter()
         .filter(|n| which.iter().any(|w| w == n))
     {
-        if name == "by-node-id" && options.peer.is_stand_in() {
+        if NEED_DISCOVERY.contains(&name) && options.peer.is_stand_in() {
             println!(
-                "faults: by-node-id not run: the stand-in peer has no discovery (--peer-cmd target/debug/examples/transfer)"
+                "faults: {name} not run: the stand-in peer has no discovery (--peer-cmd target/debug/examples/transfer)"
             );
             continue;
         }
@@ -104,6 +120,7 @@ pub(crate) fn run(run: &Run, options: &FaultOptions, which: &[String]) -> Vec<Fa
             "direct-drop" => scenario.direct_drop(run, options),
             "relay-restart" => scenario.relay_restart(run, options),
             "by-node-id" => scenario.by_node_id(run, options),
+            "lan-wins" => scenario.lan_wins(run, options),
             _ => scenario.lossy(run, options),
         };
         let result = match result {
@@ -119,7 +136,7 @@ pub(crate) fn run(run: &Run, options: &FaultOptions, which: &[String]) -> Vec<Fa
                     .reasons
                     .push("content does not match (hash_ok false)".into());
             }
-            let size = if name == "lossy" || name == "by-node-id" {
+            let size = if name == "lossy" || NEED_DISCOVERY.contains(&name) {
                 options.lossy_size
             } else {
                 options.size
@@ -398,6 +415,57 @@ impl Scenario {
         }
         if let Some(ms) = result.time_to_direct_ms {
             self.note(&format!("direct after {ms:.0} ms (discovery included)"));
+        }
+        Ok(Some(result))
+    }
+
+    fn lan_wins(
+        &mut self,
+        run: &Run,
+        options: &FaultOptions,
+    ) -> Result<Option<FetchResult>, String> {
+        let topo = Self::topology(run, options, LinkParams::delay_ms(options.delay_ms))?;
+        let (lan_provider, lan_fetcher) = topo.join_lan(0, 1)?;
+        self.t0 = Some(Instant::now());
+        self.note(&format!(
+            "hosts also on one LAN ({lan_provider} provider, {lan_fetcher} fetcher); both run mDNS and \
+             the relay; the fetcher has the NodeId only"
+        ));
+        let transfer = Transfer::start_dialling(
+            &topo,
+            &options.peer,
+            (0, 1),
+            options.lossy_size,
+            "fault-lan-wins",
+            Dial::Local,
+        )?;
+        self.t0 = Some(transfer.started);
+        let result = self.finish(transfer, options)?;
+        if result.final_path != PathKind::Direct {
+            self.reasons
+                .push("not direct at the end, though the LAN path works".into());
+        }
+        let public_rtt_ms = 4 * options.delay_ms;
+        match result.quic.rtt_ms {
+            Some(rtt) => {
+                self.note(&format!(
+                    "QUIC round trip at the end {rtt:.2} ms (the public path's is {public_rtt_ms} ms \
+                     and more, the relay's as much)"
+                ));
+                // Under a quarter of the public path's round trip: not that path, nor the relay.
+                if rtt >= options.delay_ms as f64 {
+                    self.reasons.push(format!(
+                        "round trip {rtt:.1} ms at the end: the LAN path (well under 1 ms) did not win over \
+                         the public or relay path ({public_rtt_ms} ms)"
+                    ));
+                }
+            }
+            None => self
+                .reasons
+                .push("the peer program reported no QUIC round-trip time".into()),
+        }
+        if let Some(ms) = result.time_to_direct_ms {
+            self.note(&format!("direct after {ms:.0} ms (mDNS included)"));
         }
         Ok(Some(result))
     }

@@ -364,14 +364,40 @@ fn flood_check(
         found
     };
     let pid = listener.pid();
+    // The listener's output is read while a flood runs: a listener blocked on a full pipe would move
+    // its work to another thread (and allocator arena) and measure that instead of its peers.
+    let flood_reading = |listener: &mut NsProcess,
+                         name: &str,
+                         (count, rate, seed): (u64, u64, u64),
+                         peak: &mut u64|
+     -> Result<usize, String> {
+        thread::scope(|scope| -> Result<usize, String> {
+            let sender = scope.spawn(|| flood(name, count, rate, seed));
+            let mut found = 0;
+            let mut sampled = Instant::now();
+            while !sender.is_finished() {
+                found += drain(listener);
+                if sampled.elapsed() >= Duration::from_millis(100) {
+                    *peak = (*peak).max(rss_kib(pid)?);
+                    sampled = Instant::now();
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            sender
+                .join()
+                .map_err(|_| "the flood thread panicked".to_owned())??;
+            for _ in 0..400 {
+                found += drain(listener);
+                thread::sleep(Duration::from_millis(5));
+            }
+            Ok(found)
+        })
+    };
     drain(listener);
-    flood("flood-warm", FLOOD_WARM, 2_000, 3)?;
-    thread::sleep(Duration::from_secs(2));
-    drain(listener);
+    let mut peak = 0;
+    flood_reading(listener, "flood-warm", (FLOOD_WARM, 2_000, 3), &mut peak)?;
     let before = rss_kib(pid)?;
-    flood("flood-few", FLOOD_FEW, 2_000, 1)?;
-    thread::sleep(Duration::from_secs(2));
-    let heard = drain(listener);
+    let heard = flood_reading(listener, "flood-few", (FLOOD_FEW, 2_000, 1), &mut peak)?;
     let few = rss_kib(pid)?;
     if (heard as u64) < FLOOD_FEW / 2 {
         return Err(format!(
@@ -386,22 +412,9 @@ fn flood_check(
     let (many, rate) = FLOOD_MANY;
     let flooding = Instant::now();
     let mut peak = few;
-    thread::scope(|scope| -> Result<(), String> {
-        let sender = scope.spawn(|| flood("flood-many", many, rate, 2));
-        while !sender.is_finished() {
-            peak = peak.max(rss_kib(pid)?);
-            thread::sleep(Duration::from_millis(100));
-        }
-        sender
-            .join()
-            .map_err(|_| "the flood thread panicked".to_owned())?
-    })?;
-    for _ in 0..30 {
-        peak = peak.max(rss_kib(pid)?);
-        thread::sleep(Duration::from_millis(100));
-    }
-    drain(listener);
+    flood_reading(listener, "flood-many", (many, rate, 2), &mut peak)?;
     let after = rss_kib(pid)?;
+    peak = peak.max(after);
     report.push(format!(
         "- flood of {many} made-up peers at {rate}/s ({} s): listener RSS peak {peak} KiB, {after} KiB after \
          (before the flood {few} KiB)",

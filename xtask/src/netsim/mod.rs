@@ -26,7 +26,8 @@
 //!   would prove nothing.
 //! - [`matrix`]: every ordered pair of kinds in a fresh topology, judged against [`matrix::expect_direct`];
 //!   [`faults`]: direct path dropped and restored, relay killed and restarted, 2% loss at 100 ms, a pair
-//!   that dials by NodeId alone through the discovery server in the relay process;
+//!   that dials by NodeId alone through the discovery server in the relay process, a pair on one LAN as well
+//!   that finds itself by mDNS and must pick the LAN path over the public and relay ones;
 //!   [`ladder`]: goodput direct, relay-only and raw quinn, and RTT under load, on a rate-limited link with
 //!   random and bursty loss at 40 and 100 ms.
 //! - [`contract`]: the peer-program interface (flags and JSON lines); [`peer`] is a stand-in that follows
@@ -136,7 +137,8 @@ struct Args {
     /// Skip the matrix (self-test and faults only).
     #[arg(long)]
     no_matrix: bool,
-    /// Fault scenarios to run (default: all): direct-drop, relay-restart, lossy; "none" for none.
+    /// Fault scenarios to run (default: all): direct-drop, relay-restart, lossy, by-node-id, lan-wins;
+    /// "none" for none.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// Rate limit of the access links during direct-drop and relay-restart, Mbit/s.

@@ -32,6 +32,8 @@ use super::{
     sys::{self, NoLine, NsProcess, Pipes, Run, ip, ip_in},
 };
 
+/// The /24 of the extra link [`Topology::join_lan`] adds between two hosts.
+pub(crate) const SHARED_LAN: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 0);
 /// The relay's address.
 pub(crate) const RELAY_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 /// The probe server's first address: STUN on 3478 (server A) and 3479 (A', same address, other port).
@@ -271,8 +273,12 @@ impl<'r> Topology<'r> {
     /// carrier (`RUNNING`, operational state up) up to a second after it is set up, and a peer started
     /// before that would see its own network change a second later.
     fn wait_links_up(&self) -> Result<(), String> {
+        Self::wait_links_up_in(&self.namespaces)
+    }
+
+    fn wait_links_up_in(namespaces: &[String]) -> Result<(), String> {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        for ns in &self.namespaces {
+        for ns in namespaces {
             loop {
                 let json = ip_in(ns, &["-j", "link", "show"])?;
                 let links: serde_json::Value =
@@ -682,6 +688,18 @@ impl<'r> Topology<'r> {
         let site = self.site(i)?;
         let file = self.run.dir().join(format!("{}-lift.nft", site.edge_ns));
         sys::nft_load(&site.edge_ns, &nat::lift_fault_ruleset(), &file)
+    }
+
+    /// Joins the hosts of sites `i` and `j` by one more link, as if both were on one LAN as well:
+    /// [`SHARED_LAN`]`.1` and `.2`, no shaping, multicast on (what local discovery finds). Returns the
+    /// two addresses.
+    pub(crate) fn join_lan(&self, i: usize, j: usize) -> Result<(Ipv4Addr, Ipv4Addr), String> {
+        let [a, b, c, _] = SHARED_LAN.octets();
+        let (ip_i, ip_j) = (Ipv4Addr::new(a, b, c, 1), Ipv4Addr::new(a, b, c, 2));
+        let (ns_i, ns_j) = (self.site(i)?.host_ns.clone(), self.site(j)?.host_ns.clone());
+        self.veth_between((ns_i.as_str(), ip_i), (ns_j.as_str(), ip_j))?;
+        Self::wait_links_up_in(&[ns_i, ns_j])?;
+        Ok((ip_i, ip_j))
     }
 
     /// The run this topology belongs to.

@@ -96,6 +96,7 @@ impl Transfer {
                 Dial::NodeId => {
                     peer.provide_publishing_args(size, &relay_url, insecure, &relay_url)
                 }
+                Dial::Local => peer.provide_local_args(size, &relay_url, insecure),
             },
             &run.dir().join(format!("{label}-provider.log")),
             pipes,
@@ -137,7 +138,10 @@ impl Transfer {
                     insecure,
                     &topo.dns_server().to_string(),
                 ),
-                (Dial::NodeId, None) => {
+                (Dial::Local, Some(node_id)) => {
+                    peer.fetch_local_args(node_id, &relay_url, insecure)
+                }
+                (Dial::NodeId | Dial::Local, None) => {
                     return Err(format!(
                         "the provider printed no node_id with its ticket (needed to dial by NodeId); log {}",
                         provider.log().display()
