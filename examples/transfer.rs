@@ -35,8 +35,9 @@ use std::{
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use iroh::{
-    CongestionControl, ConnectionType, Endpoint, NodeAddr, NodeId, NodeTicket, RelayMode, RelayUrl,
-    SecretKey, default_transport_config, discovery::pkarr::PublishStatusHandle,
+    CongestionControl, ConnectionType, Endpoint, NodeAddr, NodeId, NodeTicket, PortMapConfig,
+    RelayMode, RelayUrl, SecretKey, default_transport_config,
+    discovery::pkarr::PublishStatusHandle,
 };
 use serde_json::json;
 
@@ -98,11 +99,28 @@ struct Opts {
     /// The congestion controller: cubic, new-reno or bbr (default: the Endpoint's).
     #[arg(long)]
     congestion: Option<CongestionControl>,
+    /// Ask the router for no port mapping (UPnP, PCP, NAT-PMP).
+    #[arg(long)]
+    no_port_mapping: bool,
+    /// Port mapping lifetime asked for, in seconds (default two hours; short ones for tests).
+    #[arg(long, hide = true)]
+    port_mapping_lifetime_secs: Option<u64>,
     #[command(flatten)]
     discovery: common::DiscoveryArgs,
 }
 
 impl Opts {
+    fn port_mapping(&self) -> PortMapConfig {
+        if self.no_port_mapping {
+            return PortMapConfig::disabled();
+        }
+        let mut config = PortMapConfig::default();
+        if let Some(secs) = self.port_mapping_lifetime_secs {
+            config.lifetime = Duration::from_secs(secs);
+        }
+        config
+    }
+
     /// The endpoint, and the publisher's progress when it publishes (`--discovery-url`).
     async fn endpoint(
         &self,
@@ -122,7 +140,8 @@ impl Opts {
             .alpns(alpns)
             .transport_config(transport)
             .relay_mode(relay_mode)
-            .insecure_skip_relay_cert_verify(self.relay_insecure);
+            .insecure_skip_relay_cert_verify(self.relay_insecure)
+            .port_mapping(self.port_mapping());
         let (builder, published, _local) =
             self.discovery
                 .apply(builder, &secret_key, self.relay_insecure)?;
@@ -184,6 +203,26 @@ async fn provide(size: u64, opts: Opts) -> anyhow::Result<()> {
             "{}",
             json!({ "ticket": ticket.to_string(), "node_id": endpoint.node_id().to_string() })
         );
+        // Each change of the router's port mapping, for scripts (netsim's port-mapping checks).
+        let mut mapping = endpoint.port_mapping();
+        if mapping.borrow().is_some() {
+            mapping.mark_changed();
+        }
+        tokio::spawn(async move {
+            while mapping.changed().await.is_ok() {
+                let now = *mapping.borrow_and_update();
+                let line = match now {
+                    Some(m) => json!({
+                        "event": "port_mapping",
+                        "protocol": m.protocol.name(),
+                        "external": m.external.to_string(),
+                        "lifetime_s": m.lifetime.as_secs(),
+                    }),
+                    None => json!({ "event": "port_mapping", "protocol": null }),
+                };
+                println!("{line}");
+            }
+        });
     } else {
         println!("serving {size} bytes as {}", endpoint.node_id());
         println!("fetch with: cargo run --release --example transfer -- fetch --ticket {ticket}");

@@ -69,6 +69,7 @@ pub use crate::{
     magicsock::{BindError, DirectFilter, SocketStats},
     net_report::{NetReportConfig, RelayMap, RelayMapError, RelayNode},
     paths::{ConnectionType, PathConfig, PathInfo, Source},
+    portmap::{MappingProtocol, client::Mapping, service::PortMapConfig},
 };
 
 /// Messages the actor's inbox holds.
@@ -196,6 +197,7 @@ pub struct Builder {
     relay_idle: Duration,
     window_tuning: Option<WindowTuning>,
     discovery: ConcurrentDiscovery,
+    port_mapping: PortMapConfig,
 }
 
 impl fmt::Debug for Builder {
@@ -227,6 +229,7 @@ impl Default for Builder {
             relay_idle: DEFAULT_RELAY_IDLE,
             window_tuning: Some(WindowTuning::default()),
             discovery: ConcurrentDiscovery::new(),
+            port_mapping: PortMapConfig::default(),
         }
     }
 }
@@ -341,6 +344,15 @@ impl Builder {
         self
     }
 
+    /// Which protocols may ask the home router for a port mapping (UPnP IGD, PCP, NAT-PMP; default all,
+    /// [`PortMapConfig::disabled`] for none). Mapping starts once the net report shows a NAT in front of
+    /// us; the mapped address joins our direct addresses (see [`Endpoint::port_mapping`]) and is deleted
+    /// when the endpoint closes. See [`crate::portmap`].
+    pub fn port_mapping(mut self, config: PortMapConfig) -> Self {
+        self.port_mapping = config;
+        self
+    }
+
     /// Writes TLS secrets to the file named by `SSLKEYLOGFILE`, for Wireshark. Never in production.
     pub fn keylog(mut self, keylog: bool) -> Self {
         self.keylog = keylog;
@@ -380,6 +392,7 @@ impl Builder {
                 path_config: self.path_config,
                 net_report: self.net_report,
                 relay_idle: self.relay_idle,
+                port_mapping: self.port_mapping,
             },
             Arc::clone(&sock),
             actor_rx,
@@ -511,6 +524,12 @@ impl Endpoint {
     /// A watcher of our direct addresses: local interface addresses and the public ones STUN learned.
     pub fn direct_addresses(&self) -> watch::Receiver<BTreeSet<SocketAddr>> {
         self.inner.watchers.direct_addrs.subscribe()
+    }
+
+    /// A watcher of the port mapping our gateway granted (`None`: none), with the protocol that made it.
+    /// Its external address is one of [`Endpoint::direct_addresses`] while it lasts.
+    pub fn port_mapping(&self) -> watch::Receiver<Option<Mapping>> {
+        self.inner.watchers.port_mapping.subscribe()
     }
 
     /// A watcher of how packets to `node` travel: direct, relay, both, or not at all.

@@ -76,6 +76,7 @@ pub mod magicsock;
 pub mod mdns;
 pub mod net_report;
 pub mod paths;
+pub mod portmap;
 #[cfg(feature = "quic")]
 #[cfg_attr(iroh_docsrs, doc(cfg(feature = "quic")))]
 pub mod tls;

@@ -72,6 +72,7 @@ pub use iroh_net::{
         Incoming, RelayMode, RemoteInfo, WindowTuning, default_transport_config,
     },
     paths::ConnectionType,
+    portmap::{self, MappingProtocol, client::Mapping, service::PortMapConfig},
     quinn,
 };
 

@@ -50,7 +50,21 @@ use crate::{
     paths::{
         ConnectionType, DiscoTransmit, NodeInfo, PathConfig, PathEvent, Paths, SendAddr, Source,
     },
+    portmap::{
+        client::Mapping,
+        service::{PortMapConfig, PortMapper},
+    },
 };
+
+/// Resolves when the port mapper's mapping changed (never without a port mapper).
+async fn mapping_changed(
+    portmap: Option<&mut (PortMapper, watch::Receiver<Option<Mapping>>)>,
+) -> Result<(), watch::error::RecvError> {
+    match portmap {
+        Some((_, watch)) => watch.changed().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// How long the socket keeps an alias for a source after making it, even once the source's node is known:
 /// longer than a handshake takes, since quinn drops packets from a new address during the handshake.
@@ -110,6 +124,8 @@ pub(crate) struct Watchers {
     pub(crate) home_relay: watch::Sender<Option<RelayUrl>>,
     pub(crate) direct_addrs: watch::Sender<BTreeSet<SocketAddr>>,
     pub(crate) conn_types: Mutex<HashMap<NodeId, watch::Sender<ConnectionType>>>,
+    /// The port mapping the gateway granted, if any.
+    pub(crate) port_mapping: watch::Sender<Option<Mapping>>,
 }
 
 impl Watchers {
@@ -118,6 +134,7 @@ impl Watchers {
             home_relay: watch::channel(None).0,
             direct_addrs: watch::channel(BTreeSet::new()).0,
             conn_types: Mutex::new(HashMap::new()),
+            port_mapping: watch::channel(None).0,
         }
     }
 
@@ -169,6 +186,8 @@ pub(crate) struct ActorConfig {
     pub(crate) net_report: NetReportConfig,
     /// How long a relay other than home may go unused before it is closed.
     pub(crate) relay_idle: Duration,
+    /// Which port mapping protocols to use.
+    pub(crate) port_mapping: PortMapConfig,
 }
 
 /// Results of the actor's helper tasks.
@@ -206,6 +225,8 @@ pub(crate) struct Actor {
     next_link_check: Instant,
     /// Reused buffers of [`traffic`]: (node, address, received at), (node, sent at).
     traffic_scratch: TrafficScratch,
+    /// The port mapper (none when port mapping is off) and its mapping, as last seen.
+    portmap: Option<(PortMapper, watch::Receiver<Option<Mapping>>)>,
 }
 
 type TrafficScratch = (Vec<(NodeId, SocketAddr, Instant)>, Vec<(NodeId, Instant)>);
@@ -248,6 +269,11 @@ impl Actor {
             next_sweep: now,
             next_link_check: now + LINK_CHECK,
             traffic_scratch: (Vec::new(), Vec::new()),
+            portmap: config.port_mapping.is_enabled().then(|| {
+                let mapper = PortMapper::spawn(config.port_mapping);
+                let watch = mapper.watch();
+                (mapper, watch)
+            }),
         };
         actor.next_sweep = now + actor.relay_sweep_interval();
         actor.local_addrs = actor.read_local_addrs();
@@ -268,6 +294,7 @@ impl Actor {
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => break,
+                Ok(()) = mapping_changed(self.portmap.as_mut()) => self.port_mapping_changed(),
                 // Timers before the inbox: a flood of packets must not starve heartbeats.
                 () = &mut timer => self.handle_timeout(),
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
@@ -288,6 +315,9 @@ impl Actor {
         }
         debug!("magic socket actor stopping");
         self.tasks.abort_all();
+        if let Some((mapper, _)) = &self.portmap {
+            mapper.shutdown().await;
+        }
         self.close_all_relays().await;
     }
 

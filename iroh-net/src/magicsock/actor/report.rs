@@ -51,6 +51,7 @@ impl Actor {
                     if let Some(preferred) = report.preferred_relay.clone() {
                         self.set_home(preferred);
                     }
+                    self.maybe_enable_port_mapping(report.global_v4);
                     self.refresh_own_addrs();
                 }
             }
@@ -109,6 +110,9 @@ impl Actor {
             .collect();
         info!(?added, ?removed, "network changed");
         debug!(target: "iroh::_events::network_changed", ?added, ?removed);
+        if let Some((mapper, _)) = &self.portmap {
+            mapper.network_changed();
+        }
         if let Some(reporter) = &mut self.reporter {
             reporter.request_report(now, ReportReason::NetworkChanged);
         }
@@ -158,10 +162,48 @@ impl Actor {
         self.paths.set_own_addrs(Instant::now(), own);
     }
 
-    /// Our own addresses given the `local` ones: those, and the public ones of the last report.
+    /// Our own addresses given the `local` ones: those, the public ones of the last report, and the one
+    /// the gateway mapped for us.
     fn own_addrs_from(&self, local: &[SocketAddr]) -> Vec<SocketAddr> {
         let report = self.reporter.as_ref().and_then(|r| r.last_report());
-        net_report::own_addrs(local, report)
+        let mut own = net_report::own_addrs(local, report);
+        let mapped = self
+            .portmap
+            .as_ref()
+            .and_then(|(_, watch)| *watch.borrow())
+            .map(|m| SocketAddr::V4(m.external));
+        if let Some(mapped) = mapped
+            && !own.contains(&mapped)
+        {
+            // First: it is reachable from anyone, where the STUN-learned one may filter.
+            own.insert(0, mapped);
+        }
+        own
+    }
+
+    /// Starts port mapping once a report shows a NAT in front of us: a public IPv4 address that is not
+    /// one of ours (nor loopback). A host with a public address needs no mapping, and tests with a relay
+    /// on loopback ask no router anything.
+    fn maybe_enable_port_mapping(&mut self, global_v4: Option<SocketAddr>) {
+        let Some((mapper, _)) = &self.portmap else {
+            return;
+        };
+        let Some(global) = global_v4 else { return };
+        // A STUN server on this host reflects loopback: no NAT, and nothing to ask a router.
+        if global.ip().is_loopback() || self.local_addrs.iter().any(|a| a.ip() == global.ip()) {
+            return;
+        }
+        mapper.enable(self.sock.udp.local_v4().port());
+    }
+
+    /// The gateway's mapping changed: our addresses with it, for the Endpoint and for peers.
+    pub(super) fn port_mapping_changed(&mut self) {
+        let mapping = self
+            .portmap
+            .as_mut()
+            .and_then(|(_, watch)| *watch.borrow_and_update());
+        self.watchers.port_mapping.send_replace(mapping);
+        self.refresh_own_addrs();
     }
 
     fn publish_own_addrs(&mut self, own: &[SocketAddr]) {
