@@ -61,6 +61,16 @@ const TOOLS: &[Tool] = &[
         used_for: "local discovery test (a private bus between avahi-daemon and avahi-browse)",
     },
     Tool {
+        program: "miniupnpd",
+        package: "miniupnpd-nftables",
+        used_for: "the port-mapping router of the NAT simulation (UPnP IGD, NAT-PMP, PCP)",
+    },
+    Tool {
+        program: "upnpc",
+        package: "miniupnpc",
+        used_for: "reads back the port mappings of the NAT simulation's UPnP router",
+    },
+    Tool {
         program: "sysctl",
         package: "procps",
         used_for: "forwarding and IPv6 settings of the NAT simulation's namespaces",

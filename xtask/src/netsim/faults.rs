@@ -84,16 +84,25 @@ pub(crate) struct FaultReport {
 }
 
 /// The scenario names, in run order.
-pub(crate) const SCENARIOS: [&str; 5] = [
+pub(crate) const SCENARIOS: [&str; 8] = [
     "direct-drop",
     "relay-restart",
     "lossy",
     "by-node-id",
     "lan-wins",
+    "portmap-upnp",
+    "portmap-nat-pmp",
+    "portmap-pcp",
 ];
 
-/// The scenarios that need a peer program with discovery.
-const NEED_DISCOVERY: [&str; 2] = ["by-node-id", "lan-wins"];
+/// The scenarios that need the real peer program (discovery, port mapping), with the `lossy` size.
+const NEED_REAL_PEER: [&str; 5] = [
+    "by-node-id",
+    "lan-wins",
+    "portmap-upnp",
+    "portmap-nat-pmp",
+    "portmap-pcp",
+];
 
 /// Runs the scenarios named in `which`, printing progress.
 pub(crate) fn run(run: &Run, options: &FaultOptions, which: &[String]) -> Vec<FaultReport> {
@@ -102,9 +111,9 @@ pub(crate) fn run(run: &Run, options: &FaultOptions, which: &[String]) -> Vec<Fa
         .into_iter()
         .filter(|n| which.iter().any(|w| w == n))
     {
-        if NEED_DISCOVERY.contains(&name) && options.peer.is_stand_in() {
+        if NEED_REAL_PEER.contains(&name) && options.peer.is_stand_in() {
             println!(
-                "faults: {name} not run: the stand-in peer has no discovery (--peer-cmd target/debug/examples/transfer)"
+                "faults: {name} not run: the stand-in peer has no discovery nor port mapping (--peer-cmd target/debug/examples/transfer)"
             );
             continue;
         }
@@ -121,6 +130,13 @@ pub(crate) fn run(run: &Run, options: &FaultOptions, which: &[String]) -> Vec<Fa
             "relay-restart" => scenario.relay_restart(run, options),
             "by-node-id" => scenario.by_node_id(run, options),
             "lan-wins" => scenario.lan_wins(run, options),
+            name if name.starts_with("portmap-") => {
+                let protocol = super::portmap::SCENARIOS
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or("", |(_, p)| *p);
+                scenario.portmap(run, options, protocol)
+            }
             _ => scenario.lossy(run, options),
         };
         let result = match result {
@@ -136,7 +152,7 @@ pub(crate) fn run(run: &Run, options: &FaultOptions, which: &[String]) -> Vec<Fa
                     .reasons
                     .push("content does not match (hash_ok false)".into());
             }
-            let size = if name == "lossy" || NEED_DISCOVERY.contains(&name) {
+            let size = if name == "lossy" || NEED_REAL_PEER.contains(&name) {
                 options.lossy_size
             } else {
                 options.size
@@ -176,16 +192,16 @@ pub(crate) fn run(run: &Run, options: &FaultOptions, which: &[String]) -> Vec<Fa
     reports
 }
 
-struct Scenario {
+pub(super) struct Scenario {
     /// (seconds since the fetcher started, what)
-    timeline: Vec<(f64, String)>,
-    reasons: Vec<String>,
-    events: Vec<SeenEvent>,
-    t0: Option<Instant>,
+    pub(super) timeline: Vec<(f64, String)>,
+    pub(super) reasons: Vec<String>,
+    pub(super) events: Vec<SeenEvent>,
+    pub(super) t0: Option<Instant>,
 }
 
 impl Scenario {
-    fn note(&mut self, what: &str) {
+    pub(super) fn note(&mut self, what: &str) {
         let t = self.t0.map_or(0.0, |t0| t0.elapsed().as_secs_f64());
         self.timeline.push((t, what.to_owned()));
     }
@@ -204,6 +220,7 @@ impl Scenario {
                 relay_tls: options.relay_tls,
                 relay_bin: options.relay_bin.clone(),
                 seed: options.seed,
+                portmap: super::upnp::Protocols::ALL,
             },
         )
     }

@@ -377,6 +377,7 @@ fn run_rung(
             relay_tls: options.relay_tls,
             relay_bin: options.relay_bin.clone(),
             seed: options.seed,
+            portmap: super::upnp::Protocols::ALL,
         },
     )?;
     topo.shape(1, Dir::Both, rung.bottleneck())?;

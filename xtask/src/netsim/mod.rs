@@ -1,8 +1,9 @@
 //! `cargo xtask netsim`: small internets of Linux network namespaces with nftables NAT routers, to prove that
 //! two peers behind all kinds of NAT connect, directly where possible and through the relay otherwise.
 //!
-//! Needs root (namespaces, veth and TAP devices, nftables), `ip`, `nft`, `tc`, `sysctl` and `/dev/net/tun`;
-//! without them it fails, naming what is missing. It never sends a packet outside the namespaces it creates
+//! Needs root (namespaces, veth and TAP devices, nftables), `ip`, `nft`, `tc`, `sysctl`, `/dev/net/tun`, and
+//! for the `upnp` kind Debian's `miniupnpd` (`miniupnpd-nftables`) and `upnpc` (`miniupnpc`); without them it
+//! fails, naming what is missing. It never sends a packet outside the namespaces it creates
 //! (the simulated internet is 198.18.0.0/15, homes are 10.x.1.0/24, carrier-grade segments 100.64.x.0/24).
 //!
 //! ```text
@@ -10,7 +11,8 @@
 //! cargo xtask netsim                             # self-test, NAT matrix, fault scenarios, with the stand-in peer
 //! cargo xtask netsim --peer-cmd target/debug/examples/transfer --ladder full --ladder-cc cubic,bbr,model
 //! cargo xtask netsim --peer-cmd target/debug/examples/transfer --json-out netsim.json
-//! cargo xtask netsim --pairs home:symmetric,symmetric:home --no-faults
+//! cargo xtask netsim --pairs home:symmetric,symmetric:home --faults none
+//! cargo xtask netsim --peer-cmd target/debug/examples/transfer --pairs upnp:symmetric --trials 20
 //! cargo xtask netsim --cleanup                   # remove what crashed runs left behind
 //! ```
 //!
@@ -27,7 +29,9 @@
 //! - [`matrix`]: every ordered pair of kinds in a fresh topology, judged against [`matrix::expect_direct`];
 //!   [`faults`]: direct path dropped and restored, relay killed and restarted, 2% loss at 100 ms, a pair
 //!   that dials by NodeId alone through the discovery server in the relay process, a pair on one LAN as well
-//!   that finds itself by mDNS and must pick the LAN path over the public and relay ones;
+//!   that finds itself by mDNS and must pick the LAN path over the public and relay ones, and [`portmap`]:
+//!   per port-mapping protocol (UPnP IGD, NAT-PMP, PCP, each offered alone by miniupnpd, see [`upnp`]),
+//!   the mapping made, used, renewed and removed;
 //!   [`ladder`]: goodput direct, relay-only and raw quinn, and RTT under load, on a rate-limited link with
 //!   random and bursty loss at 40 and 100 ms.
 //! - [`contract`]: the peer-program interface (flags and JSON lines); [`peer`] is a stand-in that follows
@@ -37,8 +41,11 @@
 //! Output: markdown on standard output, and everything as JSON with `--json-out FILE`. The exit code is
 //! non-zero on any failure; the run directory with every log is then kept and named.
 //!
-//! Time on 2 cores with the transfer example: self-test about 30 s; the matrix (49 pairs of 20 MB, as CI
-//! runs it) about 5 minutes; faults about a minute and a half; the short ladder (5 rungs, 3 modes, 8 s
+//! `--trials N` runs each matrix pair N times in fresh topologies; the matrix cells then give the count of
+//! direct trials and the median and longest time to direct (CI runs one trial).
+//!
+//! Time on 2 cores with the transfer example: self-test about 30 s; the matrix (64 pairs of 20 MB, as CI
+//! runs it) about 7 minutes; faults about three minutes; the short ladder (5 rungs, 3 modes, 8 s
 //! each) about 2.5 minutes. `cargo xtask ci` runs all of it.
 //! `cargo test -p xtask --test netsim -- --ignored` runs the self-test as a test (root and a built relay
 //! needed; see `xtask/tests/netsim.rs`).
@@ -52,12 +59,14 @@ mod matrix;
 mod measure;
 mod nat;
 pub(crate) mod peer;
+mod portmap;
 pub(crate) mod probe;
 mod selftest;
 pub(crate) mod shaper;
 mod sys;
 mod topo;
 mod transfer;
+mod upnp;
 
 use std::{
     path::{Path, PathBuf},
@@ -113,6 +122,10 @@ struct Args {
     /// Only one order of each pair of different kinds.
     #[arg(long)]
     one_order: bool,
+    /// Runs of each matrix pair, each in a fresh topology (CI: 1); the report gives each pair's count of
+    /// direct trials and its median and longest time to direct.
+    #[arg(long, default_value_t = 1)]
+    trials: u32,
     /// Bytes per matrix transfer.
     #[arg(long, default_value_t = 10 * 1024 * 1024)]
     size: u64,
@@ -137,8 +150,8 @@ struct Args {
     /// Skip the matrix (self-test and faults only).
     #[arg(long)]
     no_matrix: bool,
-    /// Fault scenarios to run (default: all): direct-drop, relay-restart, lossy, by-node-id, lan-wins;
-    /// "none" for none.
+    /// Fault scenarios to run (default: all): direct-drop, relay-restart, lossy, by-node-id, lan-wins,
+    /// portmap-upnp, portmap-nat-pmp, portmap-pcp; "none" for none.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// Rate limit of the access links during direct-drop and relay-restart, Mbit/s.
@@ -355,6 +368,7 @@ fn run(args: &Args) -> Result<bool, String> {
             relay_tls,
             timeout: Duration::from_secs(args.timeout_secs),
             seed: args.seed,
+            trials: args.trials,
         };
         println!(
             "\nmatrix: {} pairs, {} bytes each, {} ms and {}% loss each way per access link, direct within {} ms, peer program: {}",
@@ -579,8 +593,8 @@ mod tests {
 
     #[test]
     fn pair_selection() {
-        assert_eq!(pairs(&args(&[])).len(), 49);
-        assert_eq!(pairs(&args(&["--one-order"])).len(), 28);
+        assert_eq!(pairs(&args(&[])).len(), 64);
+        assert_eq!(pairs(&args(&["--one-order"])).len(), 36);
         assert_eq!(
             pairs(&args(&["--kinds", "home,symmetric"])),
             [

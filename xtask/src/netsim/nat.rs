@@ -45,6 +45,9 @@ pub(crate) enum RouterNat {
     /// Masquerade with address-dependent filtering: once the inside host sent UDP to an IP from a port, that
     /// IP may send to the port from any of its ports.
     AddressRestricted,
+    /// A home router ([`RouterNat::Masquerade`]) that also forwards what a port mapping lets in: flows
+    /// that a DNAT rule (miniupnpd's, in tables of its own) rewrote.
+    PortMapping,
 }
 
 /// A router's input chain: from the WAN only replies reach the router itself, so an early holepunch
@@ -101,7 +104,10 @@ pub(crate) fn router_ruleset(nat: RouterNat, wan: &str, lan: &str) -> String {
                  \x20 }}\n"
             ));
         }
-        RouterNat::Masquerade | RouterNat::Symmetric | RouterNat::MasqueradeNoUdp => {
+        RouterNat::Masquerade
+        | RouterNat::Symmetric
+        | RouterNat::MasqueradeNoUdp
+        | RouterNat::PortMapping => {
             let masquerade = if nat == RouterNat::Symmetric {
                 "masquerade random,fully-random"
             } else {
@@ -112,6 +118,11 @@ pub(crate) fn router_ruleset(nat: RouterNat, wan: &str, lan: &str) -> String {
             } else {
                 ""
             };
+            let mapped = if nat == RouterNat::PortMapping {
+                format!("    iifname \"{wan}\" oifname \"{lan}\" ct status dnat accept\n")
+            } else {
+                String::new()
+            };
             rules.push_str(&format!(
                 "{input}\
                  \x20 chain forward {{\n\
@@ -119,6 +130,7 @@ pub(crate) fn router_ruleset(nat: RouterNat, wan: &str, lan: &str) -> String {
                  {no_udp}\
                  \x20   iifname \"{lan}\" oifname \"{wan}\" accept\n\
                  \x20   iifname \"{wan}\" oifname \"{lan}\" ct state established,related accept\n\
+                 {mapped}\
                  \x20 }}\n\
                  \x20 chain postrouting {{\n\
                  \x20   type nat hook postrouting priority srcnat; policy accept;\n\

@@ -2,7 +2,7 @@
 //! namespaces, each printing one JSON line.
 //!
 //! - `serve --udp ADDR... [--tcp ADDR...]`: on every UDP address, answers STUN Binding requests
-//!   ([`iroh_stun::respond`]), echoes `NSIM-ECHO` datagrams, and answers `NSIM-REFLECT <token>` by sending
+//!   ([`iroh_stun::respond`]; requests with attributes it does not know are answered too), echoes `NSIM-ECHO` datagrams, and answers `NSIM-REFLECT <token>` by sending
 //!   `NSIM-REFLECTED <token>` to the requester from *every* one of its UDP sockets (the filtering test: which
 //!   of them get through the requester's NAT). On every TCP address, a sink: it reads until EOF, then
 //!   answers `BYTES NANOS` (bytes read, time from the first byte to EOF). Runs until standard input closes.
@@ -253,7 +253,17 @@ async fn serve_udp(sockets: &[Arc<UdpSocket>], index: usize) -> Result<(), Strin
         } else if iroh_stun::is_stun(packet)
             && let Ok(Some(response)) = iroh_stun::respond(from, packet, Some("netsim-probe"))
         {
-            let _ = socket.send_to(&response.to_bytes(), from).await;
+            let mut bytes = response.to_bytes();
+            // A Binding request refused for an attribute we do not know (RFC 3489's CHANGE-REQUEST,
+            // which miniupnpd sends to learn its external address): answered anyway, from here, as
+            // many public servers do. miniupnpd then sees its own address and trusts it.
+            if packet.get(..2) == Some(&[0, 1])
+                && bytes.get(..2) == Some(&[0x01, 0x11])
+                && let Some(id) = iroh_stun::peek_transaction_id(packet)
+            {
+                bytes = iroh_stun::Message::binding_success(id, from).to_bytes();
+            }
+            let _ = socket.send_to(&bytes, from).await;
         }
     }
 }

@@ -95,7 +95,7 @@ fn mapping_ok(kind: Kind, mapping: Mapping) -> bool {
     match kind {
         Kind::Public => mapping == Mapping::None,
         Kind::FullCone => mapping == Mapping::EndpointIndependentPortPreserved,
-        Kind::Home | Kind::DoubleNat | Kind::AddressRestricted => matches!(
+        Kind::Home | Kind::DoubleNat | Kind::AddressRestricted | Kind::Upnp => matches!(
             mapping,
             Mapping::EndpointIndependent | Mapping::EndpointIndependentPortPreserved
         ),
@@ -108,7 +108,10 @@ fn mapping_ok(kind: Kind, mapping: Mapping) -> bool {
 fn expected_filtering(kind: Kind) -> Filtering {
     match kind {
         Kind::Public | Kind::FullCone => Filtering::EndpointIndependent,
-        Kind::Home | Kind::DoubleNat | Kind::Symmetric => Filtering::AddressAndPortDependent,
+        // A port-mapping router filters like a home router until something asks it for a mapping.
+        Kind::Home | Kind::DoubleNat | Kind::Symmetric | Kind::Upnp => {
+            Filtering::AddressAndPortDependent
+        }
         Kind::AddressRestricted => Filtering::AddressDependent,
         Kind::UdpBlocked => Filtering::NoUdp,
     }
@@ -365,6 +368,7 @@ pub(crate) fn run(
         relay_tls,
         relay_bin: relay_bin.to_path_buf(),
         seed,
+        portmap: super::upnp::Protocols::ALL,
     };
     println!("self-test: building a topology with one site of each kind");
     let mut topo = Topology::build(run, &spec)?;

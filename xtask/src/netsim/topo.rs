@@ -30,6 +30,7 @@ use super::{
     nat::{self, RouterNat},
     shaper::{Dir, LinkParams, Shaper},
     sys::{self, NoLine, NsProcess, Pipes, Run, ip, ip_in},
+    upnp::{self, Protocols},
 };
 
 /// The /24 of the extra link [`Topology::join_lan`] adds between two hosts.
@@ -75,19 +76,23 @@ pub(crate) enum Kind {
     Symmetric,
     /// A carrier-grade NAT in front of a home router.
     DoubleNat,
+    /// A home router that also maps ports on request: miniupnpd with UPnP IGD, NAT-PMP and PCP (see
+    /// [`super::upnp`]).
+    Upnp,
     /// A home router that drops all UDP: only the relay (over TCP) works.
     UdpBlocked,
 }
 
 impl Kind {
     /// Every kind, in report order.
-    pub(crate) const ALL: [Kind; 7] = [
+    pub(crate) const ALL: [Kind; 8] = [
         Kind::Public,
         Kind::FullCone,
         Kind::Home,
         Kind::AddressRestricted,
         Kind::Symmetric,
         Kind::DoubleNat,
+        Kind::Upnp,
         Kind::UdpBlocked,
     ];
 
@@ -100,6 +105,7 @@ impl Kind {
             Kind::AddressRestricted => "address-restricted",
             Kind::Symmetric => "symmetric",
             Kind::DoubleNat => "double-nat",
+            Kind::Upnp => "upnp",
             Kind::UdpBlocked => "udp-blocked",
         }
     }
@@ -120,6 +126,8 @@ pub(crate) struct Spec {
     pub(crate) relay_bin: PathBuf,
     /// Seed of the shaper's loss decisions.
     pub(crate) seed: u64,
+    /// What the routers of [`Kind::Upnp`] sites offer.
+    pub(crate) portmap: Protocols,
 }
 
 /// One site: a peer and whatever NAT is in front of it.
@@ -158,6 +166,9 @@ pub(crate) struct Topology<'r> {
     relay_bin: PathBuf,
     relay_tls: bool,
     probe: Option<NsProcess>,
+    /// miniupnpd of each [`Kind::Upnp`] site, and what to start it with: (namespace, WAN, LAN, LAN net).
+    miniupnpd: Vec<NsProcess>,
+    upnp_routers: Vec<(String, String, String, Ipv4Addr)>,
     sites: Vec<Site>,
     /// Every interface on the public segment: (namespace, interface, its addresses).
     public_ifs: Vec<(String, String, Vec<Ipv4Addr>)>,
@@ -180,6 +191,8 @@ impl<'r> Topology<'r> {
             relay_bin: spec.relay_bin.clone(),
             relay_tls: spec.relay_tls,
             probe: None,
+            miniupnpd: Vec::new(),
+            upnp_routers: Vec::new(),
             sites: Vec::new(),
             public_ifs: Vec::new(),
         };
@@ -197,7 +210,9 @@ impl<'r> Topology<'r> {
         let (relay_if, _) = self.veth_to_inet(&relay_ns, &[RELAY_IP])?;
         self.public_ifs
             .push((relay_ns.clone(), relay_if, vec![RELAY_IP]));
-        if spec.probe_server {
+        // miniupnpd learns its external address from the probe server's STUN (which answers its RFC 3489
+        // requests; the relay's refuses them).
+        if spec.probe_server || spec.sites.contains(&Kind::Upnp) {
             let probe_ns = self.ns_name("probe");
             self.add_ns(&probe_ns, false)?;
             let (probe_if, _) = self.veth_to_inet(&probe_ns, &[PROBE_A, PROBE_B, PROBE_D])?;
@@ -225,7 +240,14 @@ impl<'r> Topology<'r> {
         }
         self.resolve_neighbours()?;
         self.wait_links_up()?;
-        self.start_relay()
+        self.start_relay()?;
+        // Last: the routers are set up and the probe server answers STUN.
+        for (ns, wan, lan, net) in self.upnp_routers.clone() {
+            let stun = SocketAddrV4::new(PROBE_A, STUN_PORT);
+            let process = upnp::start(self.run, &ns, (&wan, &lan, net), stun, spec.portmap)?;
+            self.miniupnpd.push(process);
+        }
+        Ok(())
     }
 
     /// Makes every host on the public segment know every other one's MAC address for good. Routers on the
@@ -447,9 +469,18 @@ impl<'r> Topology<'r> {
                     Kind::Symmetric => RouterNat::Symmetric,
                     Kind::AddressRestricted => RouterNat::AddressRestricted,
                     Kind::UdpBlocked => RouterNat::MasqueradeNoUdp,
+                    Kind::Upnp => RouterNat::PortMapping,
                     _ => RouterNat::Masquerade,
                 };
                 self.load_rules(&edge_ns, nat, &wan, &router_lan)?;
+                if kind == Kind::Upnp {
+                    self.upnp_routers.push((
+                        edge_ns.clone(),
+                        wan.clone(),
+                        router_lan.clone(),
+                        Ipv4Addr::new(10, i, 1, 0),
+                    ));
+                }
                 lan_host
             }
         };

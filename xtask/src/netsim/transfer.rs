@@ -232,6 +232,16 @@ impl Transfer {
         }
     }
 
+    /// The provider's next line of output after its ticket, waiting at most `timeout`.
+    pub(crate) fn provider_line(&mut self, timeout: Duration) -> Result<String, NoLine> {
+        self.provider.next_line(timeout)
+    }
+
+    /// Stops the provider alone (SIGTERM, then SIGKILL after `grace`).
+    pub(crate) fn stop_provider(&mut self, grace: Duration) {
+        self.provider.stop(grace);
+    }
+
     /// Stops both peers (SIGTERM, then SIGKILL after 2 s).
     pub(crate) fn stop(&mut self) {
         self.fetcher.stop(Duration::from_secs(2));
