@@ -317,6 +317,7 @@ impl Actor {
         self.tasks.abort_all();
         if let Some((mapper, _)) = &self.portmap {
             mapper.shutdown().await;
+            self.watchers.port_mapping.send_replace(None);
         }
         self.close_all_relays().await;
     }

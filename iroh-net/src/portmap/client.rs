@@ -63,7 +63,7 @@ pub const DELETE_GAP: Duration = Duration::from_millis(250);
 pub struct Config {
     /// Our UDP port (the magic socket's).
     pub internal_port: u16,
-    /// Lifetime to ask for.
+    /// Lifetime to ask for (at least [`MIN_LIFETIME`]: 0 would delete).
     pub lifetime: Duration,
     /// Speak PCP.
     pub pcp: bool,
@@ -163,7 +163,6 @@ pub struct MapperCore {
     config: Config,
     gateway: Option<Gateway>,
     phase: Phase,
-    rng: StdRng,
     nonce: [u8; 12],
     /// PCP not refused (nor switched off).
     pcp_ok: bool,
@@ -173,26 +172,29 @@ pub struct MapperCore {
     natpmp_external: Option<Ipv4Addr>,
     epoch: Option<Epoch>,
     backoff: Duration,
+    /// When the last probe began.
+    last_probe: Option<Instant>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
 
 impl MapperCore {
     /// A client that does nothing until it is given a gateway.
-    pub fn new(config: Config, seed: u64) -> Self {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let nonce = rng.r#gen();
+    pub fn new(mut config: Config, seed: u64) -> Self {
+        // Lifetime 0 would be a delete: at least the shortest kept.
+        config.lifetime = config.lifetime.max(MIN_LIFETIME);
+        let nonce = StdRng::seed_from_u64(seed).r#gen();
         Self {
             pcp_ok: config.pcp,
             natpmp_ok: config.natpmp,
             config,
             gateway: None,
             phase: Phase::Idle,
-            rng,
             nonce,
             natpmp_external: None,
             epoch: None,
             backoff: BACKOFF_FIRST,
+            last_probe: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -213,7 +215,8 @@ impl MapperCore {
         self.natpmp_external = None;
         self.epoch = None;
         self.backoff = BACKOFF_FIRST;
-        self.nonce = self.rng.r#gen();
+        // The nonce stays: a mapping made before a route blip belongs to it, and a PCP server refuses
+        // changes to a mapping from another nonce (RFC 6887 §11.3).
         self.phase = Phase::Idle;
         if gateway.is_some() {
             self.start_probe(now);
@@ -222,11 +225,21 @@ impl MapperCore {
 
     /// The network changed but the gateway may be the same: renew (or probe) at once rather than at the
     /// next timer.
+    ///
+    /// A core that is waiting after a failed probe probes again only if the last probe began at least
+    /// [`BACKOFF_FIRST`] ago (interfaces that change every few seconds must not make a silent gateway
+    /// cost more), and one that gave up on both protocols tries them again (the refusal may have been
+    /// the old network's).
     pub fn network_changed(&mut self, now: Instant) {
+        let probed_lately = self
+            .last_probe
+            .is_some_and(|at| now.saturating_duration_since(at) < BACKOFF_FIRST);
         match &mut self.phase {
             Phase::Mapped { renew_at, .. } => *renew_at = now,
-            Phase::Waiting { .. } => {
-                self.backoff = BACKOFF_FIRST;
+            Phase::Waiting { .. } if !probed_lately => self.start_probe(now),
+            Phase::Idle if self.gateway.is_some() && !probed_lately => {
+                self.pcp_ok = self.config.pcp;
+                self.natpmp_ok = self.config.natpmp;
                 self.start_probe(now);
             }
             _ => {}
@@ -248,6 +261,23 @@ impl MapperCore {
             Phase::Mapped { mapping, .. } => {
                 self.phase = Phase::Closing {
                     protocol: mapping.protocol,
+                    sent: 0,
+                    next: now,
+                };
+                self.drive(now);
+            }
+            // A MAP request is out: it may have made a mapping (with our lifetime); delete it.
+            Phase::Probing { sent, .. } if sent > 0 && self.pcp_ok => {
+                self.phase = Phase::Closing {
+                    protocol: MappingProtocol::Pcp,
+                    sent: 0,
+                    next: now,
+                };
+                self.drive(now);
+            }
+            Phase::NatPmpMapping { sent, .. } if sent > 0 => {
+                self.phase = Phase::Closing {
+                    protocol: MappingProtocol::NatPmp,
                     sent: 0,
                     next: now,
                 };
@@ -300,6 +330,9 @@ impl MapperCore {
             self.phase = Phase::Idle;
             return;
         }
+        // What NAT-PMP said last time may be stale: this probe asks again.
+        self.natpmp_external = None;
+        self.last_probe = Some(now);
         self.phase = Phase::Probing { sent: 0, next: now };
         self.drive(now);
     }
@@ -330,7 +363,7 @@ impl MapperCore {
                     return self.give_up(now);
                 }
                 if self.pcp_ok {
-                    self.send_pcp_map(gateway, self.config.lifetime, 0);
+                    self.send_pcp_map(gateway, self.config.lifetime, ANY);
                 }
                 if self.natpmp_ok {
                     self.send(natpmp::Request::ExternalAddress.to_vec(), gateway);
@@ -405,7 +438,7 @@ impl MapperCore {
                     return;
                 }
                 match protocol {
-                    MappingProtocol::Pcp => self.send_pcp_map(gateway, Duration::ZERO, 0),
+                    MappingProtocol::Pcp => self.send_pcp_map(gateway, Duration::ZERO, ANY),
                     _ => self.send_natpmp_map(gateway, Duration::ZERO, 0),
                 }
                 self.phase = Phase::Closing {
@@ -425,7 +458,7 @@ impl MapperCore {
         });
     }
 
-    fn send_pcp_map(&mut self, gateway: Gateway, lifetime: Duration, external_port: u16) {
+    fn send_pcp_map(&mut self, gateway: Gateway, lifetime: Duration, external: SocketAddrV4) {
         let request = pcp::Request {
             lifetime: secs(lifetime),
             client_ip: gateway.local_ip.into(),
@@ -433,8 +466,8 @@ impl MapperCore {
                 nonce: self.nonce,
                 protocol: Protocol::Udp,
                 internal_port: self.config.internal_port,
-                external_port,
-                external_ip: Ipv4Addr::UNSPECIFIED.into(),
+                external_port: external.port(),
+                external_ip: (*external.ip()).into(),
             }),
         };
         self.send(request.to_vec(), gateway);
@@ -453,9 +486,23 @@ impl MapperCore {
     fn send_renewal(&mut self, gateway: Gateway, mapping: Mapping) {
         match mapping.protocol {
             MappingProtocol::Pcp => {
-                self.send_pcp_map(gateway, self.config.lifetime, mapping.external.port());
+                // RFC 6887 §11.2.1: a renewal suggests what was assigned.
+                self.send_pcp_map(gateway, self.config.lifetime, mapping.external);
             }
             _ => self.send_natpmp_map(gateway, self.config.lifetime, mapping.external.port()),
+        }
+    }
+
+    /// The gateway's port 5351 is closed (an ICMP port unreachable came back on a socket connected to
+    /// it): neither protocol is there. A probe gives up at once instead of after its last resend (what
+    /// lets UPnP start early on a router that speaks only UPnP); a held mapping is kept (renewals retry).
+    pub fn handle_unreachable(&mut self, now: Instant) {
+        if matches!(
+            self.phase,
+            Phase::Probing { .. } | Phase::NatPmpMapping { .. }
+        ) {
+            debug!("the gateway's PCP / NAT-PMP port is closed");
+            self.give_up(now);
         }
     }
 
@@ -484,15 +531,26 @@ impl MapperCore {
     }
 
     /// Checks the gateway's epoch; `true` if it went back (the gateway lost its mappings).
-    fn epoch_went_back(&mut self, now: Instant, value: u32) -> bool {
-        let went_back = self.epoch.is_some_and(|prev| {
-            let elapsed = now.saturating_duration_since(prev.at).as_secs_f64();
-            // RFC 6887 §8.5: the server's clock may run 1/8 slower than ours, and 2 s of slack.
-            value < prev.value.saturating_sub(1)
-                || f64::from(value) + 2.0 < f64::from(prev.value) + elapsed * 7.0 / 8.0
+    /// Checks the gateway's epoch `value` (seconds since its state began) against the last one; `true`
+    /// if the gateway lost its state since. PCP (RFC 6887 §8.5): the two clocks' deltas may differ by a
+    /// sixteenth and 2 s, either way (ours running ahead also catches a host that slept: `Instant` stops
+    /// in suspend, the gateway's mappings ran out meanwhile). NAT-PMP (RFC 6886 §3.6): the gateway's
+    /// delta may not fall below 7/8 of ours, minus 2 s.
+    fn epoch_went_back(&mut self, now: Instant, value: u32, pcp: bool) -> bool {
+        let lost = self.epoch.is_some_and(|prev| {
+            if value < prev.value {
+                return true;
+            }
+            let client = now.saturating_duration_since(prev.at).as_secs_f64();
+            let server = f64::from(value - prev.value);
+            if pcp {
+                server + 2.0 < client - client / 16.0 || client + 2.0 < server - server / 16.0
+            } else {
+                server + 2.0 < client * 7.0 / 8.0
+            }
         });
         self.epoch = Some(Epoch { value, at: now });
-        went_back
+        lost
     }
 
     fn remap_now(&mut self, now: Instant) {
@@ -504,7 +562,9 @@ impl MapperCore {
     }
 
     fn on_natpmp(&mut self, now: Instant, gateway: Gateway, response: natpmp::Response) {
-        let restarted = self.epoch_went_back(now, response.epoch());
+        if self.epoch_went_back(now, response.epoch(), false) {
+            self.remap_now(now);
+        }
         match response {
             natpmp::Response::ExternalAddress { addr, .. } => {
                 let changed = self.natpmp_external.is_some_and(|old| old != addr);
@@ -554,7 +614,14 @@ impl MapperCore {
                     return self.pcp_refused(now, "the gateway speaks NAT-PMP only");
                 }
                 debug!(opcode, ?code, "NAT-PMP request refused");
-                self.natpmp_ok = false;
+                // Refusals that last switch NAT-PMP off for this gateway; the others (no uplink yet, out
+                // of ports) are retried after the backoff.
+                if matches!(
+                    code,
+                    natpmp::ResultCode::NotAuthorized | natpmp::ResultCode::UnsupportedOpcode
+                ) {
+                    self.natpmp_ok = false;
+                }
                 match self.phase {
                     Phase::NatPmpMapping { .. } => self.give_up(now),
                     Phase::Probing { .. } if !self.pcp_ok => self.give_up(now),
@@ -562,9 +629,6 @@ impl MapperCore {
                 }
             }
             natpmp::Response::Mapped { .. } => {}
-        }
-        if restarted {
-            self.remap_now(now);
         }
     }
 
@@ -582,7 +646,9 @@ impl MapperCore {
     }
 
     fn on_pcp(&mut self, now: Instant, gateway: Gateway, response: pcp::Response) {
-        let restarted = self.epoch_went_back(now, response.epoch);
+        if self.epoch_went_back(now, response.epoch, true) {
+            self.remap_now(now);
+        }
         if let pcp::Opcode::Map(map) = response.opcode {
             let ours = map.nonce == self.nonce
                 && map.internal_port == self.config.internal_port
@@ -597,7 +663,6 @@ impl MapperCore {
                     if matches!(self.phase, Phase::Closing { .. }) {
                         self.phase = Phase::Idle;
                     }
-                    return;
                 }
                 pcp::ResultCode::Success => {
                     let std::net::IpAddr::V4(ip) = map.external_ip else {
@@ -636,9 +701,6 @@ impl MapperCore {
                 }
             }
         }
-        if restarted {
-            self.remap_now(now);
-        }
     }
 
     fn granted(
@@ -649,6 +711,12 @@ impl MapperCore {
         external: SocketAddrV4,
         lifetime: u32,
     ) {
+        if !is_usable_external(external) {
+            // A gateway behind another NAT (or confused) hands out an address no peer can reach: not
+            // worth publishing, and not worth asking again soon.
+            debug!(protocol = protocol.name(), %external, "the mapped address is not public");
+            return self.give_up(now);
+        }
         let lifetime = Duration::from_secs(lifetime.into()).max(MIN_LIFETIME);
         let mapping = Mapping {
             protocol,
@@ -673,6 +741,26 @@ impl MapperCore {
             check_at: now + EPOCH_CHECK.min(lifetime / 4),
         };
     }
+}
+
+/// "Any address and port" in a PCP request.
+const ANY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
+
+/// Whether a mapped external address is worth publishing: a port, and an address peers elsewhere can
+/// reach (not unspecified, loopback, private, shared/CGNAT 100.64.0.0/10, link-local, multicast or
+/// broadcast).
+pub fn is_usable_external(addr: SocketAddrV4) -> bool {
+    let ip = addr.ip();
+    let [a, b, ..] = ip.octets();
+    let shared = a == 100 && (64..128).contains(&b);
+    addr.port() != 0
+        && !(ip.is_unspecified()
+            || ip.is_loopback()
+            || ip.is_private()
+            || ip.is_link_local()
+            || ip.is_multicast()
+            || ip.is_broadcast()
+            || shared)
 }
 
 fn secs(d: Duration) -> u32 {

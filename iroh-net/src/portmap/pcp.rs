@@ -166,7 +166,10 @@ impl Response {
         let op = head[1] & !RESPONSE_BIT;
         let opcode = match parse_body(op, body) {
             Ok(opcode) => opcode,
-            Err(PcpError::Truncated) if result != ResultCode::Success && op == OP_MAP => {
+            // A refusal's body may be missing or zeroed (protocol 0): its result is what counts.
+            Err(PcpError::Truncated | PcpError::Protocol(_))
+                if result != ResultCode::Success && op == OP_MAP =>
+            {
                 Opcode::Map(Map {
                     nonce: [0; 12],
                     protocol: Protocol::Udp,

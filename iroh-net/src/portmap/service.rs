@@ -29,7 +29,8 @@ use tracing::{Instrument, debug};
 use super::{
     MappingProtocol,
     client::{
-        BACKOFF_FIRST, BACKOFF_MAX, Config, DEFAULT_LIFETIME, Event, Gateway, MapperCore, Mapping,
+        BACKOFF_FIRST, BACKOFF_MAX, Config, DEFAULT_LIFETIME, Event, Gateway, MIN_LIFETIME,
+        MapperCore, Mapping, is_usable_external,
     },
 };
 
@@ -196,14 +197,28 @@ struct State {
     port: Option<u16>,
     upnp: Option<Upnp>,
     upnp_mapping: Option<Mapping>,
+    /// The core's last probe got no answer (or only refusals): UPnP's turn.
+    core_unavailable: bool,
     upnp_tx: mpsc::UnboundedSender<(u64, Option<Mapping>)>,
     /// Which UPnP task's reports count (older ones' are stale).
     upnp_generation: u64,
 }
 
 struct Upnp {
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Stop>,
     task: JoinHandle<()>,
+}
+
+/// What a UPnP task is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Keep mapping.
+    Run,
+    /// Stop and delete the mapping.
+    Delete,
+    /// Stop, leaving the mapping: the gateway gave PCP or NAT-PMP the same port (one redirect for
+    /// all its protocols), and deleting it would delete theirs.
+    Keep,
 }
 
 async fn run(
@@ -220,6 +235,7 @@ async fn run(
         port: None,
         upnp: None,
         upnp_mapping: None,
+        core_unavailable: false,
         upnp_tx,
         upnp_generation: 0,
     };
@@ -237,7 +253,7 @@ async fn run(
                 None => break,
                 Some(Cmd::Enable(port)) => state.enable(port).await,
                 Some(Cmd::NetworkChanged) => {
-                    state.rescan();
+                    state.rescan().await;
                     if let Some(core) = &mut state.core {
                         core.network_changed(Instant::now());
                     }
@@ -250,8 +266,15 @@ async fn run(
                 }
             },
             received = recv(state.socket.as_ref(), &mut buf) => {
-                if let (Ok((len, from)), Some(core)) = (received, &mut state.core) {
-                    core.handle_packet(Instant::now(), from, &buf[..len]);
+                if let Some(core) = &mut state.core {
+                    match received {
+                        Ok((len, from)) => core.handle_packet(Instant::now(), from, &buf[..len]),
+                        // The socket is connected to the gateway's 5351: ICMP port unreachable.
+                        Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                            core.handle_unreachable(Instant::now());
+                        }
+                        Err(error) => debug!(%error, "receiving from the gateway"),
+                    }
                 }
             }
             () = sleep, if due.is_some() => {
@@ -259,7 +282,7 @@ async fn run(
                     core.handle_timeout(Instant::now());
                 }
             }
-            _ = rescan.tick() => state.rescan(),
+            _ = rescan.tick() => state.rescan().await,
             Some((generation, upnp)) = upnp_rx.recv() => {
                 if generation == state.upnp_generation {
                     state.upnp_mapping = upnp;
@@ -319,16 +342,25 @@ impl State {
         self.core = Some(MapperCore::new(config, rand::random()));
         self.gateway = None;
         self.stop_upnp();
-        self.rescan();
+        self.rescan().await;
     }
 
     /// Reads the gateway; a change starts over.
-    fn rescan(&mut self) {
+    async fn rescan(&mut self) {
         let Some(core) = &mut self.core else { return };
         let gateway = current_gateway();
         if gateway != self.gateway {
             debug!(?gateway, "gateway");
+            // Connected, the socket hears of a closed port (ICMP), and takes packets from there only.
+            if let (Some(socket), Some(gateway)) = (&self.socket, gateway)
+                && let Err(error) = socket
+                    .connect((gateway.ip, super::natpmp::SERVER_PORT))
+                    .await
+            {
+                debug!(%error, "cannot connect the socket to the gateway");
+            }
             self.gateway = gateway;
+            self.core_unavailable = false;
             core.set_gateway(Instant::now(), gateway);
             self.stop_upnp();
         }
@@ -340,15 +372,25 @@ impl State {
             if let Some(socket) = &self.socket
                 && let Err(error) = socket.send_to(&transmit.payload, transmit.dst).await
             {
-                debug!(%error, dst = %transmit.dst, "cannot send to the gateway");
+                // A connected socket reports the ICMP port unreachable of an earlier send here too.
+                if error.kind() == std::io::ErrorKind::ConnectionRefused {
+                    core.handle_unreachable(Instant::now());
+                } else {
+                    debug!(%error, dst = %transmit.dst, "cannot send to the gateway");
+                }
             }
         }
         while let Some(event) = core.poll_event() {
             match event {
-                Event::Unavailable => debug!("neither PCP nor NAT-PMP from the gateway"),
-                Event::Mapped(m) | Event::Lost(m) => {
-                    debug!(?event, protocol = m.protocol.name(), "port mapping");
+                Event::Unavailable => {
+                    debug!("neither PCP nor NAT-PMP from the gateway");
+                    self.core_unavailable = true;
                 }
+                Event::Mapped(m) => {
+                    debug!(?event, protocol = m.protocol.name(), "port mapping");
+                    self.core_unavailable = false;
+                }
+                Event::Lost(m) => debug!(?event, protocol = m.protocol.name(), "port mapping"),
             }
         }
     }
@@ -361,14 +403,20 @@ impl State {
             .or(self.upnp_mapping)
     }
 
-    /// Runs UPnP exactly while it is wanted: enabled, a gateway, and no PCP / NAT-PMP mapping.
+    /// Runs UPnP exactly while it is wanted: enabled, a gateway, PCP and NAT-PMP off or unanswered, and
+    /// no mapping of theirs. (Not alongside their first probe: the gateway may keep one redirect for
+    /// all its protocols, and UPnP stopping would then delete the core's.)
     fn steer(&mut self) {
-        let core_mapped = self.core.as_ref().and_then(MapperCore::mapping).is_some();
-        let wanted = self.config.upnp && self.gateway.is_some() && !core_mapped;
+        let core_mapping = self.core.as_ref().and_then(MapperCore::mapping);
+        let core_off = !(self.config.pcp || self.config.natpmp);
+        let wanted = self.config.upnp
+            && self.gateway.is_some()
+            && core_mapping.is_none()
+            && (self.core_unavailable || core_off);
         match (&self.upnp, wanted, self.gateway, self.port) {
             (None, true, Some(gateway), Some(port)) => {
                 self.upnp_generation += 1;
-                let (stop, stopped) = watch::channel(false);
+                let (stop, stopped) = watch::channel(Stop::Run);
                 let task = tokio::spawn(
                     upnp_task(
                         gateway,
@@ -381,15 +429,24 @@ impl State {
                 );
                 self.upnp = Some(Upnp { stop, task });
             }
-            (Some(_), false, _, _) => self.stop_upnp(),
+            (Some(_), false, _, _) => {
+                let same_port = core_mapping
+                    .zip(self.upnp_mapping)
+                    .is_some_and(|(core, upnp)| core.external.port() == upnp.external.port());
+                self.stop_upnp_with(if same_port { Stop::Keep } else { Stop::Delete });
+            }
             _ => {}
         }
     }
 
     fn stop_upnp(&mut self) {
+        self.stop_upnp_with(Stop::Delete);
+    }
+
+    fn stop_upnp_with(&mut self, how: Stop) {
         if let Some(upnp) = self.upnp.take() {
-            // The task deletes its mapping on its own; it is not waited for.
-            upnp.stop.send_replace(true);
+            // The task deletes its mapping on its own; it is not waited for (shutdown waits).
+            upnp.stop.send_replace(how);
             drop(upnp.task);
         }
         self.upnp_generation += 1;
@@ -400,7 +457,7 @@ impl State {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT - Duration::from_millis(100);
         let upnp = self.upnp.take();
         if let Some(upnp) = &upnp {
-            upnp.stop.send_replace(true);
+            upnp.stop.send_replace(Stop::Delete);
         }
         if let Some(core) = &mut self.core {
             core.shutdown(Instant::now());
@@ -435,39 +492,48 @@ impl State {
     }
 }
 
-/// Keeps a UPnP mapping of `port` on `gateway` until told to stop (then deletes it), reporting it.
+/// Keeps a UPnP mapping of `port` on `gateway` until told to stop (then deletes it, unless told to keep
+/// it), reporting it. A mapping request under way is finished, not cancelled: cancelled, it might have
+/// made a mapping nobody deletes.
 async fn upnp_task(
     gateway: Gateway,
     (port, lease): (u16, Duration),
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
     report: mpsc::UnboundedSender<(u64, Option<Mapping>)>,
     generation: u64,
 ) {
     let mut backoff = BACKOFF_FIRST;
     loop {
-        let attempt = tokio::select! {
-            attempt = upnp_map(gateway, port, lease) => attempt,
-            _ = stop.changed() => return,
-        };
-        match attempt {
-            Ok((igd, mapping)) => {
+        let attempt = upnp_map(gateway, port, lease).await;
+        let stopped = *stop.borrow();
+        let outcome = match attempt {
+            Ok((igd, mapping)) if stopped == Stop::Run => {
                 backoff = BACKOFF_FIRST;
                 report.send((generation, Some(mapping))).ok();
-                let kept = upnp_keep(&igd, gateway, (port, lease), mapping, &mut stop).await;
+                let outcome = upnp_keep(&igd, gateway, (port, lease), mapping, &mut stop).await;
                 report.send((generation, None)).ok();
-                if kept {
-                    // Stopped: delete it.
-                    match igd
-                        .remove_port(PortMappingProtocol::UDP, mapping.external.port())
-                        .await
-                    {
-                        Ok(()) => debug!(external = %mapping.external, "UPnP mapping deleted"),
-                        Err(error) => debug!(%error, "cannot delete the UPnP mapping"),
-                    }
+                outcome.map(|how| (igd, mapping, how))
+            }
+            Ok((igd, mapping)) => Some((igd, mapping, stopped)),
+            Err(error) => {
+                debug!(%error, ?backoff, "no UPnP mapping");
+                if stopped != Stop::Run {
                     return;
                 }
+                None
             }
-            Err(error) => debug!(%error, ?backoff, "no UPnP mapping"),
+        };
+        if let Some((igd, mapping, how)) = outcome {
+            if how == Stop::Delete {
+                match igd
+                    .remove_port(PortMappingProtocol::UDP, mapping.external.port())
+                    .await
+                {
+                    Ok(()) => debug!(external = %mapping.external, "UPnP mapping deleted"),
+                    Err(error) => debug!(%error, "cannot delete the UPnP mapping"),
+                }
+            }
+            return;
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
@@ -488,6 +554,8 @@ enum UpnpError {
     ExternalIp(#[from] igd_next::GetExternalIpError),
     #[error("the external address {0} is not IPv4")]
     NotIpv4(IpAddr),
+    #[error("the external address {0} is not public")]
+    NotPublic(Ipv4Addr),
     #[error("add: {0}")]
     Add(#[from] AddPortError),
     #[error("add any: {0}")]
@@ -516,7 +584,12 @@ async fn upnp_map(
         IpAddr::V4(ip) => ip,
         other => return Err(UpnpError::NotIpv4(other)),
     };
-    let (external_port, lease) = upnp_add(&igd, gateway, (port, lease), port).await?;
+    // Behind another NAT the gateway's external address is no use to peers: no mapping at all.
+    if !is_usable_external(SocketAddrV4::new(ip, port.max(1))) {
+        return Err(UpnpError::NotPublic(ip));
+    }
+    let lease = lease.max(MIN_LIFETIME);
+    let (external_port, lease) = upnp_add(&igd, gateway, (port, lease), port, true).await?;
     let mapping = Mapping {
         protocol: MappingProtocol::Upnp,
         external: SocketAddrV4::new(ip, external_port),
@@ -527,12 +600,14 @@ async fn upnp_map(
     Ok((igd, mapping))
 }
 
-/// Adds (or renews) the mapping, preferring `external_port`; returns the port and the lease.
+/// Adds (or renews) the mapping of `external_port`, or (`any_port`, when that one is taken) of a port the
+/// gateway picks; returns the port and the lease.
 async fn upnp_add(
     igd: &Igd,
     gateway: Gateway,
     (port, mut lease): (u16, Duration),
     external_port: u16,
+    any_port: bool,
 ) -> Result<(u16, Duration), UpnpError> {
     let local = SocketAddr::new(gateway.local_ip.into(), port);
     for _ in 0..2 {
@@ -551,7 +626,7 @@ async fn upnp_add(
             Err(AddPortError::OnlyPermanentLeasesSupported) if !lease.is_zero() => {
                 lease = Duration::ZERO;
             }
-            Err(AddPortError::PortInUse | AddPortError::SamePortValuesRequired) => {
+            Err(AddPortError::PortInUse | AddPortError::SamePortValuesRequired) if any_port => {
                 let port = igd
                     .add_any_port(PortMappingProtocol::UDP, local, secs, UPNP_DESCRIPTION)
                     .await?;
@@ -563,14 +638,14 @@ async fn upnp_add(
     Err(AddPortError::OnlyPermanentLeasesSupported.into())
 }
 
-/// Renews the mapping at half its lease until stopped (`true`) or a renewal fails (`false`).
+/// Renews the mapping at half its lease until stopped (what to do then) or a renewal fails (`None`).
 async fn upnp_keep(
     igd: &Igd,
     gateway: Gateway,
     (port, lease): (u16, Duration),
     mapping: Mapping,
-    stop: &mut watch::Receiver<bool>,
-) -> bool {
+    stop: &mut watch::Receiver<Stop>,
+) -> Option<Stop> {
     loop {
         // A permanent lease is still refreshed now and then: a gateway that restarted forgot it.
         let wait = if mapping.lifetime.is_zero() {
@@ -580,14 +655,14 @@ async fn upnp_keep(
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return true,
+            _ = stop.changed() => return Some(*stop.borrow()),
         }
-        match upnp_add(igd, gateway, (port, lease), mapping.external.port()).await {
-            Ok((external_port, _)) if external_port == mapping.external.port() => {}
-            Ok(_) | Err(_) => {
-                debug!("UPnP renewal failed");
-                return false;
-            }
+        // Only the same port: another would be another mapping, and the old one still listed.
+        if let Err(error) =
+            upnp_add(igd, gateway, (port, lease), mapping.external.port(), false).await
+        {
+            debug!(%error, "UPnP renewal failed");
+            return None;
         }
     }
 }

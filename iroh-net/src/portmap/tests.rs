@@ -236,6 +236,12 @@ struct FakeGateway {
     /// internal port -> (external port, nonce)
     mappings: HashMap<u16, (u16, [u8; 12])>,
     answering: bool,
+    /// Refuse PCP changes to a mapping from another nonce (RFC 6887 §11.3).
+    check_nonces: bool,
+    /// NAT-PMP mapping requests refused with "network failure" before one succeeds.
+    natpmp_failures: u32,
+    /// The address it maps to.
+    external: Ipv4Addr,
 }
 
 impl FakeGateway {
@@ -248,6 +254,9 @@ impl FakeGateway {
             max_lifetime: 3600,
             mappings: HashMap::new(),
             answering: true,
+            check_nonces: false,
+            natpmp_failures: 0,
+            external: EXTERNAL,
         }
     }
 
@@ -270,8 +279,18 @@ impl FakeGateway {
                 let response = match natpmp::Request::parse(bytes).ok()? {
                     natpmp::Request::ExternalAddress => natpmp::Response::ExternalAddress {
                         epoch,
-                        addr: EXTERNAL,
+                        addr: self.external,
                     },
+                    natpmp::Request::Map { lifetime, .. }
+                        if lifetime > 0 && self.natpmp_failures > 0 =>
+                    {
+                        self.natpmp_failures -= 1;
+                        natpmp::Response::Failed {
+                            epoch,
+                            opcode: 1,
+                            code: natpmp::ResultCode::NetworkFailure,
+                        }
+                    }
                     natpmp::Request::Map {
                         protocol,
                         internal_port,
@@ -303,6 +322,15 @@ impl FakeGateway {
                 let request = pcp::Request::parse(bytes).ok()?;
                 let (result, lifetime, opcode) = match request.opcode {
                     pcp::Opcode::Announce => (pcp::ResultCode::Success, 0, request.opcode),
+                    pcp::Opcode::Map(map)
+                        if self.check_nonces
+                            && self
+                                .mappings
+                                .get(&map.internal_port)
+                                .is_some_and(|(_, nonce)| *nonce != map.nonce) =>
+                    {
+                        (pcp::ResultCode::NotAuthorized, 0, request.opcode)
+                    }
                     pcp::Opcode::Map(mut map) => {
                         let lifetime = request.lifetime.min(self.max_lifetime);
                         if lifetime == 0 {
@@ -314,7 +342,7 @@ impl FakeGateway {
                                 .or_insert((50_001, map.nonce));
                             map.external_port = entry.0;
                         }
-                        map.external_ip = EXTERNAL.into();
+                        map.external_ip = self.external.into();
                         (pcp::ResultCode::Success, lifetime, pcp::Opcode::Map(map))
                     }
                 };
@@ -496,11 +524,106 @@ fn a_silent_gateway_costs_a_few_packets_a_minute() {
         t0 + Duration::from_secs(6 * 3600),
     );
     assert!(late <= 8 * 5, "{late} packets in the last two hours");
-    // A network change probes again at once.
+    // A network change probes again at once, unless a probe began less than 2 minutes ago: interfaces
+    // that change every second cost a silent gateway nothing more.
+    let last_probe = lab.sent.last().unwrap().0;
+    let probe_start = lab
+        .sent
+        .iter()
+        .rev()
+        .map(|(t, _)| *t)
+        .take_while(|t| *t + Duration::from_secs(10) > last_probe)
+        .last()
+        .unwrap();
+    lab.now = probe_start + Duration::from_secs(60);
     let before = lab.sent.len();
+    for second in 0..30 {
+        lab.core
+            .network_changed(lab.now + Duration::from_secs(second));
+        lab.exchange();
+    }
+    assert_eq!(
+        lab.sent.len(),
+        before,
+        "no probe on changes right after one"
+    );
+    lab.now = probe_start + client::BACKOFF_FIRST;
     lab.core.network_changed(lab.now);
     lab.exchange();
-    assert_eq!(lab.sent.len(), before + 2);
+    assert_eq!(
+        lab.sent.len(),
+        before + 2,
+        "a probe at once once 2 minutes passed"
+    );
+    // Shut down mid-probe: the PCP request may have made a mapping, so a delete goes out (twice, as
+    // nothing answers).
+    lab.core.shutdown(lab.now);
+    lab.run_until(lab.now + Duration::from_secs(1));
+    let deletes: Vec<pcp::Request> = lab.sent[before + 2..]
+        .iter()
+        .filter_map(|(_, p)| pcp::Request::parse(p).ok())
+        .collect();
+    assert_eq!(deletes.len(), 2);
+    assert!(deletes.iter().all(|d| d.lifetime == 0));
+    assert!(lab.core.is_idle());
+}
+
+#[test]
+fn a_route_blip_keeps_the_nonce_and_the_mapping() {
+    let mut lab = Lab::new(true, false);
+    let first = lab.mapped()[0];
+    lab.gateway.check_nonces = true;
+    lab.core.set_gateway(lab.now, None);
+    lab.core.set_gateway(lab.now, Some(GATEWAY));
+    lab.exchange();
+    let mapped = lab.mapped();
+    assert_eq!(mapped.len(), 2, "{:?}", lab.events);
+    assert_eq!(
+        mapped[1].external, first.external,
+        "the same mapping, same nonce"
+    );
+    assert_eq!(mapped[1].protocol, MappingProtocol::Pcp);
+}
+
+#[test]
+fn a_short_lived_natpmp_refusal_is_retried() {
+    let mut lab = Lab::with(false, true, |g| g.natpmp_failures = 1);
+    let t0 = lab.now;
+    assert!(lab.mapped().is_empty());
+    assert!(lab.events.iter().any(|(_, e)| *e == Event::Unavailable));
+    lab.run_until(t0 + client::BACKOFF_FIRST + Duration::from_secs(5));
+    let mapped = lab.mapped();
+    assert_eq!(mapped.len(), 1, "{:?}", lab.events);
+    assert_eq!(mapped[0].protocol, MappingProtocol::NatPmp);
+}
+
+#[test]
+fn a_private_external_address_is_not_published() {
+    for external in [Ipv4Addr::new(192, 168, 1, 1), Ipv4Addr::new(100, 64, 0, 9)] {
+        let lab = Lab::with(true, true, |g| g.external = external);
+        assert!(lab.mapped().is_empty(), "{external}");
+        assert!(lab.core.mapping().is_none());
+        assert!(lab.events.iter().any(|(_, e)| *e == Event::Unavailable));
+    }
+    assert!(client::is_usable_external(
+        "198.51.100.7:4000".parse().unwrap()
+    ));
+    assert!(!client::is_usable_external(
+        "198.51.100.7:0".parse().unwrap()
+    ));
+}
+
+#[test]
+fn a_gateway_clock_that_jumped_ahead_is_mapped_again() {
+    // Our Instant stops while the host sleeps; the gateway's epoch does not, and it let the mapping
+    // run out meanwhile. A PCP epoch far ahead of our clock means: map again (RFC 6887 §8.5).
+    let mut lab = Lab::new(true, false);
+    let t0 = lab.now;
+    lab.run_until(t0 + Duration::from_secs(300));
+    lab.gateway.started -= Duration::from_secs(4 * 3600);
+    lab.gateway.mappings.clear();
+    lab.run_until(lab.now + client::EPOCH_CHECK + Duration::from_secs(1));
+    assert!(lab.gateway.mappings.contains_key(&PORT), "mapped again");
 }
 
 #[test]
@@ -595,4 +718,16 @@ fn the_default_gateway_is_read_from_the_route_table() {
     // A default route that is down (flags without UP) does not count.
     let down = "h\neth0\t00000000\t010200C0\t0002\t0\t0\t0\t00000000\n";
     assert_eq!(parse_route_table(down), None);
+}
+
+#[test]
+fn a_closed_port_ends_the_probe_at_once() {
+    let mut lab = Lab::new(false, false);
+    let t0 = lab.now;
+    assert_eq!(lab.sent.len(), 2);
+    lab.core.handle_unreachable(t0);
+    lab.exchange();
+    assert!(matches!(lab.events.as_slice(), [(at, Event::Unavailable)] if *at == t0));
+    lab.run_until(t0 + Duration::from_secs(60));
+    assert_eq!(lab.sent.len(), 2, "no resends to a closed port");
 }

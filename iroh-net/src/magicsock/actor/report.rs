@@ -189,8 +189,12 @@ impl Actor {
             return;
         };
         let Some(global) = global_v4 else { return };
-        // A STUN server on this host reflects loopback: no NAT, and nothing to ask a router.
-        if global.ip().is_loopback() || self.local_addrs.iter().any(|a| a.ip() == global.ip()) {
+        // A STUN server on this host reflects loopback or one of our addresses (also of an interface
+        // that is down, which `local_addrs` leaves out): no NAT, and nothing to ask a router.
+        if global.ip().is_loopback()
+            || self.local_addrs.iter().any(|a| a.ip() == global.ip())
+            || is_interface_ip(global.ip())
+        {
             return;
         }
         mapper.enable(self.sock.udp.local_v4().port());
@@ -213,6 +217,11 @@ impl Actor {
             .direct_addrs
             .send_replace(own.iter().copied().collect::<BTreeSet<_>>());
     }
+}
+
+/// Whether `ip` is the address of one of this host's interfaces, up or not.
+fn is_interface_ip(ip: IpAddr) -> bool {
+    if_addrs::get_if_addrs().is_ok_and(|interfaces| interfaces.iter().any(|i| i.ip() == ip))
 }
 
 /// The probe targets of these relays: each host resolved (IP literals need no lookup).
