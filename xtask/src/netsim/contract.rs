@@ -236,6 +236,26 @@ pub(crate) enum Dial {
 /// The flag turning on local-network discovery (mDNS) in a peer program.
 pub(crate) const LOCAL_DISCOVERY_FLAG: &str = "--local-discovery";
 
+impl Dial {
+    /// The provider's discovery flags (`relay_url` also serves the discovery server's publish endpoint).
+    pub(crate) fn provider_flags(self, relay_url: &str) -> Vec<&str> {
+        match self {
+            Dial::Ticket => vec![],
+            Dial::NodeId => vec!["--discovery-url", relay_url],
+            Dial::Local => vec![LOCAL_DISCOVERY_FLAG],
+        }
+    }
+
+    /// The fetcher's discovery flags (`dns_server`: the discovery server's DNS).
+    pub(crate) fn fetcher_flags(self, dns_server: &str) -> Vec<&str> {
+        match self {
+            Dial::Ticket => vec![],
+            Dial::NodeId => vec!["--dns-server", dns_server, "--dns-origin", DISCOVERY_ORIGIN],
+            Dial::Local => vec![LOCAL_DISCOVERY_FLAG],
+        }
+    }
+}
+
 /// The DNS origin of the relay's discovery server.
 pub(crate) const DISCOVERY_ORIGIN: &str = "iroh.test";
 
@@ -313,80 +333,38 @@ impl PeerCmd {
             .join(" ")
     }
 
-    /// The arguments of the provider.
-    pub(crate) fn provide_args(&self, size: u64, relay_url: &str, insecure: bool) -> Vec<String> {
-        self.role_args(
-            "provide",
-            &["--size", &size.to_string()],
-            relay_url,
-            insecure,
-            &[],
-        )
-    }
-
-    /// The provider's arguments when it publishes to the discovery server at `discovery_url`.
-    pub(crate) fn provide_publishing_args(
+    /// The provider's arguments with these discovery flags (see [`Dial::provider_flags`]).
+    pub(crate) fn provide_discovering_args(
         &self,
         size: u64,
         relay_url: &str,
         insecure: bool,
-        discovery_url: &str,
+        discovery: &[&str],
     ) -> Vec<String> {
         self.role_args(
             "provide",
             &["--size", &size.to_string()],
             relay_url,
             insecure,
-            &["--discovery-url", discovery_url],
+            discovery,
         )
     }
 
-    /// The fetcher's arguments when it dials `node_id` alone, resolving it at `dns_server`.
+    /// The fetcher's arguments when it dials `node_id` alone, found with these discovery flags (see
+    /// [`Dial::fetcher_flags`]).
     pub(crate) fn fetch_by_node_id_args(
         &self,
         node_id: &str,
         relay_url: &str,
         insecure: bool,
-        dns_server: &str,
+        discovery: &[&str],
     ) -> Vec<String> {
         self.role_args(
             "fetch",
             &["--node-id", node_id],
             relay_url,
             insecure,
-            &["--dns-server", dns_server, "--dns-origin", DISCOVERY_ORIGIN],
-        )
-    }
-
-    /// The provider's arguments when it is found on the local network.
-    pub(crate) fn provide_local_args(
-        &self,
-        size: u64,
-        relay_url: &str,
-        insecure: bool,
-    ) -> Vec<String> {
-        self.role_args(
-            "provide",
-            &["--size", &size.to_string()],
-            relay_url,
-            insecure,
-            &[LOCAL_DISCOVERY_FLAG],
-        )
-    }
-
-    /// The fetcher's arguments when it dials `node_id` alone, found on the local network.
-    pub(crate) fn fetch_local_args(
-        &self,
-        node_id: &str,
-        relay_url: &str,
-        insecure: bool,
-    ) -> Vec<String> {
-        self.role_args(
-            "fetch",
-            &["--node-id", node_id],
-            relay_url,
-            insecure,
-            &[LOCAL_DISCOVERY_FLAG],
+            discovery,
         )
     }
 
@@ -485,7 +463,7 @@ mod tests {
             fetch_extra: vec![],
         };
         assert_eq!(
-            cmd.provide_args(10, "https://198.18.0.2/", true),
+            cmd.provide_discovering_args(10, "https://198.18.0.2/", true, &[]),
             [
                 "provide",
                 "--size",
@@ -510,7 +488,10 @@ mod tests {
         assert!(!cmd.is_stand_in());
         let extra = cmd.with_extra(Some("--relay-only"), None);
         assert_eq!(
-            extra.provide_args(1, "u", false).last().map(String::as_str),
+            extra
+                .provide_discovering_args(1, "u", false, &[])
+                .last()
+                .map(String::as_str),
             Some("--relay-only")
         );
         assert_eq!(

@@ -91,13 +91,12 @@ impl Transfer {
             "provider",
             &topo.site(sites.0)?.host_ns,
             &peer.program,
-            &match dial {
-                Dial::Ticket => peer.provide_args(size, &relay_url, insecure),
-                Dial::NodeId => {
-                    peer.provide_publishing_args(size, &relay_url, insecure, &relay_url)
-                }
-                Dial::Local => peer.provide_local_args(size, &relay_url, insecure),
-            },
+            &peer.provide_discovering_args(
+                size,
+                &relay_url,
+                insecure,
+                &dial.provider_flags(&relay_url),
+            ),
             &run.dir().join(format!("{label}-provider.log")),
             pipes,
         )?;
@@ -132,15 +131,12 @@ impl Transfer {
             &peer.program,
             &match (dial, &ticket.node_id) {
                 (Dial::Ticket, _) => peer.fetch_args(&ticket.ticket, &relay_url, insecure),
-                (Dial::NodeId, Some(node_id)) => peer.fetch_by_node_id_args(
+                (Dial::NodeId | Dial::Local, Some(node_id)) => peer.fetch_by_node_id_args(
                     node_id,
                     &relay_url,
                     insecure,
-                    &topo.dns_server().to_string(),
+                    &dial.fetcher_flags(&topo.dns_server().to_string()),
                 ),
-                (Dial::Local, Some(node_id)) => {
-                    peer.fetch_local_args(node_id, &relay_url, insecure)
-                }
                 (Dial::NodeId | Dial::Local, None) => {
                     return Err(format!(
                         "the provider printed no node_id with its ticket (needed to dial by NodeId); log {}",
