@@ -15,7 +15,8 @@
 //!   ---------------------------                           -----------
 //!   poll_event -> ReportDue(reason)         <----  due: at start, every report_interval, on request_report
 //!   resolve relay hosts (DNS), then
-//!   start_report(now, targets)              ---->  one STUN transaction per (relay, STUN address)
+//!   start_report(now, targets)              ---->  one STUN transaction per (relay, STUN address), and
+//!                                                   one more per answer that names an OTHER-ADDRESS
 //!   poll_transmit -> send on the UDP socket <----  Binding requests and retransmissions
 //!   STUN packet received: handle_stun       ---->  responses matched by transaction id and source
 //!   relay ping answered: handle_relay_latency ->   latency measured over the relay connection

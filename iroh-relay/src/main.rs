@@ -89,6 +89,9 @@ async fn run(cli: Cli) -> Result<(), String> {
     if let Some(stun) = server.stun_addr() {
         info!("STUN on udp://{stun}");
     }
+    if let Some(stun) = server.stun_alt_addr() {
+        info!("second STUN socket on udp://{stun}");
+    }
     if let Some(metrics) = server.metrics_addr() {
         info!("metrics on http://{metrics}/metrics");
     }

@@ -214,6 +214,44 @@ async fn stun_answers() {
     .await;
 }
 
+#[tokio::test]
+async fn second_stun_socket_and_the_first_name_each_other() {
+    timed(async {
+        let config =
+            ServerConfig::dev().with_stun_alt_bind(Some(SocketAddr::from(([127, 0, 0, 1], 0))));
+        let server = spawn(Mode::Plain, config).await;
+        let main = server.stun_addr().expect("STUN runs");
+        let alt = server.stun_alt_addr().expect("the second STUN socket runs");
+        assert_ne!(main, alt);
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for (asked, named) in [(main, alt), (alt, main)] {
+            let reflexive = iroh_stun::query_reflexive_addr(
+                &socket,
+                asked,
+                iroh_stun::TransactionConfig::default(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(reflexive.addr, socket.local_addr().unwrap());
+            assert_eq!(reflexive.other, Some(named), "asked {asked}");
+        }
+        server.shutdown().await;
+        // Without the second socket, answers name none.
+        let server = spawn(Mode::Plain, ServerConfig::dev()).await;
+        let plain = iroh_stun::query_reflexive_addr(
+            &socket,
+            server.stun_addr().unwrap(),
+            iroh_stun::TransactionConfig::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(plain.other, None);
+        assert_eq!(server.stun_alt_addr(), None);
+        server.shutdown().await;
+    })
+    .await;
+}
+
 async fn graceful_shutdown(mode: Mode) {
     let server = spawn(mode, ServerConfig::dev()).await;
     let transport = Transport::for_server(&server);

@@ -42,14 +42,19 @@ pub const UNKNOWN_ATTRIBUTES: u16 = 0x000A;
 pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
 /// SOFTWARE (RFC 8489 section 14.14).
 pub const SOFTWARE: u16 = 0x8022;
+/// OTHER-ADDRESS (RFC 5780 section 7.4): the server's alternate transport address, in the MAPPED-ADDRESS
+/// layout. A client that sends a Binding request there from the same socket learns whether its NAT maps by
+/// destination (RFC 5780 section 4.3).
+pub const OTHER_ADDRESS: u16 = 0x802C;
 /// FINGERPRINT (RFC 8489 section 14.7). Represented by [`crate::Message::fingerprint`], not by an [`Attribute`].
 pub const FINGERPRINT: u16 = 0x8028;
 
 /// The attribute types this crate gives a dedicated representation to. [`Attribute::Other`] may not use them, so
 /// that every message has exactly one representation and `parse(encode(m)) == m`.
-pub const INTERPRETED_TYPES: [u16; 6] = [
+pub const INTERPRETED_TYPES: [u16; 7] = [
     MAPPED_ADDRESS,
     XOR_MAPPED_ADDRESS,
+    OTHER_ADDRESS,
     SOFTWARE,
     ERROR_CODE,
     UNKNOWN_ATTRIBUTES,
@@ -83,6 +88,11 @@ pub enum Attribute {
     ///
     /// IPv6 flow information and scope id are cleared when the attribute is added to a message.
     XorMappedAddress(SocketAddr),
+    /// OTHER-ADDRESS: where the server also answers (RFC 5780), in the clear.
+    ///
+    /// IPv6 flow information and scope id are cleared when the attribute is added to a message. An
+    /// unspecified IP (as a server bound to `0.0.0.0` knows its alternate socket) means "my IP, this port".
+    OtherAddress(SocketAddr),
     /// SOFTWARE: a description of the sender's software, at most [`MAX_TEXT_LEN`] bytes of UTF-8.
     Software(String),
     /// ERROR-CODE: a code in 300..=699 and a reason phrase of at most [`MAX_TEXT_LEN`] bytes.
@@ -111,6 +121,7 @@ impl Attribute {
         match self {
             Self::MappedAddress(_) => MAPPED_ADDRESS,
             Self::XorMappedAddress(_) => XOR_MAPPED_ADDRESS,
+            Self::OtherAddress(_) => OTHER_ADDRESS,
             Self::Software(_) => SOFTWARE,
             Self::ErrorCode { .. } => ERROR_CODE,
             Self::UnknownAttributes(_) => UNKNOWN_ATTRIBUTES,
@@ -126,7 +137,9 @@ impl Attribute {
     /// Length of the value on the wire, before padding.
     pub(crate) fn value_len(&self) -> usize {
         match self {
-            Self::MappedAddress(addr) | Self::XorMappedAddress(addr) => address_len(addr),
+            Self::MappedAddress(addr) | Self::XorMappedAddress(addr) | Self::OtherAddress(addr) => {
+                address_len(addr)
+            }
             Self::Software(text) => text.len(),
             Self::ErrorCode { reason, .. } => 4 + reason.len(),
             Self::UnknownAttributes(types) => 2 * types.len(),
@@ -145,6 +158,7 @@ impl Attribute {
         match self {
             Self::MappedAddress(addr) => Ok(Self::MappedAddress(canonical_wire_addr(addr))),
             Self::XorMappedAddress(addr) => Ok(Self::XorMappedAddress(canonical_wire_addr(addr))),
+            Self::OtherAddress(addr) => Ok(Self::OtherAddress(canonical_wire_addr(addr))),
             Self::Software(text) => {
                 check_text_len(SOFTWARE, &text)?;
                 Ok(Self::Software(text))
@@ -171,7 +185,7 @@ impl Attribute {
         let len = self.value_len();
         w.put_attribute_header(self.typ(), wire_u16(len));
         match self {
-            Self::MappedAddress(addr) => encode_address(*addr, w),
+            Self::MappedAddress(addr) | Self::OtherAddress(addr) => encode_address(*addr, w),
             Self::XorMappedAddress(addr) => encode_address(xor_address(*addr, txid), w),
             Self::Software(text) => w.put_slice(text.as_bytes()),
             Self::ErrorCode { code, reason } => {
@@ -196,6 +210,7 @@ impl Attribute {
     pub(crate) fn decode(typ: u16, value: &[u8], txid: &TransactionId) -> Result<Self, ParseError> {
         match typ {
             MAPPED_ADDRESS => decode_address(typ, value).map(Self::MappedAddress),
+            OTHER_ADDRESS => decode_address(typ, value).map(Self::OtherAddress),
             XOR_MAPPED_ADDRESS => decode_address(typ, value)
                 .map(|addr| Self::XorMappedAddress(xor_address(addr, txid))),
             SOFTWARE => decode_text(typ, value).map(Self::Software),

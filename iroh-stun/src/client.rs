@@ -15,6 +15,8 @@ pub struct Reflexive {
     pub addr: SocketAddr,
     /// Round-trip time of the request, or `None` if it had to be retransmitted (Karn's algorithm).
     pub rtt: Option<Duration>,
+    /// The server's alternate address (RFC 5780 OTHER-ADDRESS), if it named one.
+    pub other: Option<SocketAddr>,
 }
 
 /// Why [`query_reflexive_addr`] found no address.
@@ -67,9 +69,14 @@ pub async fn query_reflexive_addr(
         }
         if let Some(event) = transaction.poll_event() {
             return match event {
-                Event::Success { reflexive, rtt } => Ok(Reflexive {
+                Event::Success {
+                    reflexive,
+                    rtt,
+                    other,
+                } => Ok(Reflexive {
                     addr: reflexive,
                     rtt,
+                    other,
                 }),
                 Event::Error { code, reason } => Err(QueryError::ErrorResponse { code, reason }),
                 Event::BadResponse(bad) => Err(QueryError::BadResponse(bad)),

@@ -69,5 +69,5 @@ pub use error::{EncodeError, ParseError};
 pub use message::{
     Class, DEFAULT_PORT, MAGIC_COOKIE, Message, Method, TransactionId, is_stun, peek_transaction_id,
 };
-pub use server::{Server, ServerConfig, ServerStats, respond};
+pub use server::{Server, ServerConfig, ServerStats, respond, respond_with_config};
 pub use transaction::{ClientTransaction, Event, Input, TransactionConfig, Transmit};

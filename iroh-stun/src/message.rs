@@ -356,6 +356,14 @@ impl Message {
         })
     }
 
+    /// The first OTHER-ADDRESS (RFC 5780): where the server also answers.
+    pub fn other_address(&self) -> Option<SocketAddr> {
+        self.attributes.iter().find_map(|a| match a {
+            Attribute::OtherAddress(addr) => Some(*addr),
+            _ => None,
+        })
+    }
+
     /// The first SOFTWARE text.
     pub fn software(&self) -> Option<&str> {
         self.attributes.iter().find_map(|a| match a {

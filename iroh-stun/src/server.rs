@@ -58,6 +58,25 @@ pub fn respond(
     packet: &[u8],
     software: Option<&str>,
 ) -> Result<Option<Message>, ServerError> {
+    respond_inner(from, packet, software, None)
+}
+
+/// [`respond`] with the settings of a [`ServerConfig`]: its SOFTWARE text, and on success responses its
+/// OTHER-ADDRESS (RFC 5780 section 7.4) if one is set.
+pub fn respond_with_config(
+    from: SocketAddr,
+    packet: &[u8],
+    config: &ServerConfig,
+) -> Result<Option<Message>, ServerError> {
+    respond_inner(from, packet, config.software(), config.other_address)
+}
+
+fn respond_inner(
+    from: SocketAddr,
+    packet: &[u8],
+    software: Option<&str>,
+    other: Option<SocketAddr>,
+) -> Result<Option<Message>, ServerError> {
     let request = Message::parse(packet)?;
     // RFC 8489 sections 6.3.2 to 6.3.4: indications and responses are processed, never answered; a server has
     // no transaction for a response to match.
@@ -77,7 +96,11 @@ pub fn respond(
         // RFC 8489 section 6.3.1.1: "When forming the success response, the server adds an XOR-MAPPED-ADDRESS
         // attribute to the response; this attribute contains the source transport address of the request
         // message."
-        Message::binding_success(transaction_id, canonical_peer(from))
+        let mut success = Message::binding_success(transaction_id, canonical_peer(from));
+        if let Some(other) = other {
+            success.push_attribute(Attribute::OtherAddress(other))?;
+        }
+        success
     } else {
         // RFC 8489 section 6.3.1: "If the request contains one or more unknown comprehension-required
         // attributes, the server replies with an error response with an error code of 420 (Unknown Attribute)
@@ -108,6 +131,7 @@ fn canonical_peer(addr: SocketAddr) -> SocketAddr {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerConfig {
     software: Option<String>,
+    other_address: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -129,6 +153,20 @@ impl ServerConfig {
     /// The SOFTWARE text, if any.
     pub fn software(&self) -> Option<&str> {
         self.software.as_deref()
+    }
+
+    /// Sends `addr` as OTHER-ADDRESS (RFC 5780) in every success response: the server's second socket, to
+    /// which a client sends a second Binding request from the same socket to learn whether its NAT maps by
+    /// destination (a different reflexive address there means it does). An unspecified IP (`0.0.0.0:3479`,
+    /// as a server bound to every interface knows its second socket) means "the IP you reached me at".
+    pub fn with_other_address(mut self, addr: SocketAddr) -> Self {
+        self.other_address = Some(addr);
+        self
+    }
+
+    /// The OTHER-ADDRESS sent, if any.
+    pub fn other_address(&self) -> Option<SocketAddr> {
+        self.other_address
     }
 }
 
@@ -234,7 +272,7 @@ impl Server {
         let (shutdown, shutdown_rx) = oneshot::channel();
         let driver = Driver {
             socket,
-            software: config.software,
+            config,
             counters: Arc::clone(&counters),
             answered: answered.clone(),
         };
@@ -288,7 +326,7 @@ impl Server {
 /// The task side of a [`Server`]: sole owner of the socket.
 struct Driver {
     socket: UdpSocket,
-    software: Option<String>,
+    config: ServerConfig,
     counters: Arc<Counters>,
     answered: broadcast::Sender<Answered>,
 }
@@ -319,7 +357,7 @@ impl Driver {
     }
 
     async fn handle(&self, from: SocketAddr, packet: &[u8], out: &mut Vec<u8>) {
-        let response = match respond(from, packet, self.software.as_deref()) {
+        let response = match respond_with_config(from, packet, &self.config) {
             Ok(Some(response)) => response,
             Ok(None) => {
                 Counters::bump(&self.counters.ignored);

@@ -92,6 +92,9 @@ pub enum Event {
         /// Time from the request to its response, or `None` if the request was retransmitted, since then the
         /// response cannot be matched to one transmission (Karn's algorithm).
         rtt: Option<Duration>,
+        /// The server's alternate address (RFC 5780 OTHER-ADDRESS), if it sent one; an unspecified IP in it is
+        /// replaced by the IP of the server this transaction talked to.
+        other: Option<SocketAddr>,
     },
     /// An error response.
     Error {
@@ -329,7 +332,18 @@ impl ClientTransaction {
                         _ => None,
                     };
                     debug!(transaction_id = %self.transaction_id, %reflexive, ?rtt, "STUN Binding succeeded");
-                    Event::Success { reflexive, rtt }
+                    let other = msg.other_address().map(|other| {
+                        if other.ip().is_unspecified() {
+                            SocketAddr::new(self.server.ip(), other.port())
+                        } else {
+                            other
+                        }
+                    });
+                    Event::Success {
+                        reflexive,
+                        rtt,
+                        other,
+                    }
                 }
                 None => {
                     debug!(transaction_id = %self.transaction_id, "success response without a mapped address: failed");

@@ -33,6 +33,7 @@ fn arb_attribute() -> impl Strategy<Value = Attribute> {
     prop_oneof![
         arb_addr().prop_map(Attribute::MappedAddress),
         arb_addr().prop_map(Attribute::XorMappedAddress),
+        arb_addr().prop_map(Attribute::OtherAddress),
         arb_text().prop_map(Attribute::Software),
         (300u16..=699, arb_text()).prop_map(|(code, reason)| Attribute::ErrorCode { code, reason }),
         vec(any::<u16>(), 0..8).prop_map(Attribute::UnknownAttributes),

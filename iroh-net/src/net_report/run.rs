@@ -20,6 +20,10 @@ use tracing::{debug, trace};
 
 use super::types::{ProbeTarget, Report, ReportReason, Transmit};
 
+/// How long a report waits for the answer of a server's alternate address (RFC 5780 OTHER-ADDRESS), on top
+/// of twice the round trip its first address answered in.
+const ALTERNATE_WAIT: Duration = Duration::from_millis(250);
+
 /// What became of one STUN transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -45,6 +49,12 @@ struct Probe {
     /// When the first request went out (for the RTT after retransmissions).
     first_sent: Option<Instant>,
     outcome: Outcome,
+    /// The transaction id for a probe of the server's alternate address (RFC 5780 OTHER-ADDRESS), if its
+    /// answer names one; `None` for a probe of an alternate address (which spawns no further probe).
+    alt_id: Option<[u8; 12]>,
+    /// For a probe of an alternate address: how long the report waits for it. Its port may well be
+    /// firewalled, and the report must not then always run to its budget.
+    wait_until: Option<Instant>,
 }
 
 impl Probe {
@@ -64,6 +74,7 @@ pub(super) struct Run {
     probes: Vec<Probe>,
     /// The lowest relay latency sample per relay received while this run was in progress.
     pings: BTreeMap<RelayUrl, Duration>,
+    stun: TransactionConfig,
 }
 
 impl Run {
@@ -96,6 +107,8 @@ impl Run {
                 }
                 let mut id = [0u8; 12];
                 rng.fill_bytes(&mut id);
+                let mut alt_id = [0u8; 12];
+                rng.fill_bytes(&mut alt_id);
                 let transaction = ClientTransaction::with_transaction_id(
                     now,
                     server,
@@ -107,6 +120,8 @@ impl Run {
                     transaction,
                     first_sent: None,
                     outcome: Outcome::Pending,
+                    alt_id: Some(alt_id),
+                    wait_until: None,
                 });
             }
         }
@@ -118,6 +133,7 @@ impl Run {
             targets: urls,
             probes,
             pings: BTreeMap::new(),
+            stun,
         }
     }
 
@@ -156,27 +172,72 @@ impl Run {
         let Some(id) = iroh_stun::peek_transaction_id(packet) else {
             return false;
         };
-        let Some(probe) = self
+        let Some(index) = self
             .probes
-            .iter_mut()
-            .find(|p| p.transaction.transaction_id() == id)
+            .iter()
+            .position(|p| p.transaction.transaction_id() == id)
         else {
             return false;
         };
+        let probe = &mut self.probes[index];
         match probe.transaction.handle_input(now, from, packet) {
             Input::NotForUs => false,
             Input::Consumed => {
-                Self::settle(probe, now, &self.targets);
+                if let Some((_, server, id)) = Self::settle(probe, now, &self.targets) {
+                    self.probe_alternate(now, (index, server, id));
+                }
                 true
             }
         }
     }
 
+    /// Adds a probe of a server's alternate address (RFC 5780 OTHER-ADDRESS) from the same socket, so that
+    /// a single relay is enough to tell whether our NAT maps by destination: the two answers count as two
+    /// servers for [`Report::mapping_varies_by_dest_v4`]. Once per server and run, same family only, and
+    /// never after the deadline.
+    fn probe_alternate(
+        &mut self,
+        now: Instant,
+        (index, server, id): (usize, SocketAddr, [u8; 12]),
+    ) {
+        if now >= self.deadline
+            || server.is_ipv4() != self.probes[index].transaction.server().is_ipv4()
+            || self.probes.iter().any(|p| p.transaction.server() == server)
+        {
+            return;
+        }
+        let target = self.probes[index].target;
+        let rtt = match self.probes[index].outcome {
+            Outcome::Answered { rtt, .. } => rtt,
+            _ => Duration::ZERO,
+        };
+        let wait_until = now + ALTERNATE_WAIT + rtt.saturating_mul(2);
+        trace!(%server, relay = %self.targets[target], "probing the STUN server's other address");
+        let transaction =
+            ClientTransaction::with_transaction_id(now, server, self.stun, TransactionId::from(id));
+        self.probes.push(Probe {
+            target,
+            transaction,
+            first_sent: None,
+            outcome: Outcome::Pending,
+            alt_id: None,
+            wait_until: Some(wait_until),
+        });
+    }
+
     /// Advances the transactions' timers; past the deadline, every pending probe fails.
     pub(super) fn handle_timeout(&mut self, now: Instant) {
-        for probe in &mut self.probes {
+        let mut alternates = Vec::new();
+        for (index, probe) in self.probes.iter_mut().enumerate() {
             probe.transaction.handle_timeout(now);
-            Self::settle(probe, now, &self.targets);
+            if let Some((_, server, id)) = Self::settle(probe, now, &self.targets) {
+                alternates.push((index, server, id));
+            }
+            let alternate_late = probe.wait_until.is_some_and(|until| now >= until);
+            if alternate_late && probe.outcome == Outcome::Pending {
+                trace!(server = %probe.transaction.server(), "alternate STUN address unanswered");
+                probe.outcome = Outcome::Failed;
+            }
             if now >= self.deadline && probe.outcome == Outcome::Pending {
                 trace!(
                     server = %probe.transaction.server(),
@@ -184,6 +245,9 @@ impl Run {
                 );
                 probe.outcome = Outcome::Failed;
             }
+        }
+        for alternate in alternates {
+            self.probe_alternate(now, alternate);
         }
     }
 
@@ -200,7 +264,8 @@ impl Run {
         self.probes
             .iter()
             .filter(|p| p.outcome == Outcome::Pending)
-            .filter_map(|p| p.transaction.poll_timeout())
+            .flat_map(|p| [p.transaction.poll_timeout(), p.wait_until])
+            .flatten()
             .fold(self.deadline, Instant::min)
     }
 
@@ -276,15 +341,27 @@ impl Run {
         out
     }
 
-    /// Takes the transaction's event, if it has ended, into the probe's outcome.
-    fn settle(probe: &mut Probe, now: Instant, targets: &[RelayUrl]) {
-        let Some(event) = probe.transaction.poll_event() else {
-            return;
-        };
+    /// Takes the transaction's event, if it has ended, into the probe's outcome. Returns the alternate
+    /// address to probe next (with the transaction id kept for it), if the answer named one; the index is
+    /// filled in by the caller.
+    fn settle(
+        probe: &mut Probe,
+        now: Instant,
+        targets: &[RelayUrl],
+    ) -> Option<(usize, SocketAddr, [u8; 12])> {
+        let event = probe.transaction.poll_event()?;
+        let mut alternate = None;
         let relay = &targets[probe.target];
         let server = probe.transaction.server();
         probe.outcome = match event {
-            Event::Success { reflexive, rtt } => {
+            Event::Success {
+                reflexive,
+                rtt,
+                other,
+            } => {
+                if let (Some(other), Some(id)) = (other, probe.alt_id.take()) {
+                    alternate = Some((0, other, id));
+                }
                 // Karn's rule leaves no sample after a retransmission. The time since the first request is
                 // then an upper bound: exact when the first request was not lost, and otherwise it only makes
                 // a lossy relay look slower, never faster.
@@ -306,6 +383,7 @@ impl Run {
                 Outcome::Failed
             }
         };
+        alternate
     }
 }
 

@@ -186,6 +186,87 @@ fn mapping_varies_by_destination() {
 }
 
 #[test]
+fn one_relay_with_other_address_tells_whether_mapping_varies() {
+    // A symmetric NAT: the server's second socket (named by OTHER-ADDRESS, with an unspecified IP meaning
+    // the server's own) sees another port. One relay is enough for a verdict.
+    let mut sim = started_sim(NetReportConfig::default());
+    let primary = sim.server(
+        "198.51.100.1:3478",
+        FakeServer {
+            other: Some(addr("0.0.0.0:3479")),
+            ..FakeServer::new(20, "192.0.2.77:4000")
+        },
+    );
+    let alternate = sim.server(
+        "198.51.100.1:3479",
+        FakeServer {
+            // The alternate socket names the primary back: that must not start a third probe.
+            other: Some(addr("0.0.0.0:3478")),
+            ..FakeServer::new(20, "192.0.2.77:4999")
+        },
+    );
+    sim.start(vec![target("a", &[primary])]);
+    let report = sim.next_report(ms(200));
+    assert_eq!(report.mapping_varies_by_dest_v4, Some(true));
+    assert_eq!(
+        sim.sent_to(alternate).len(),
+        1,
+        "one probe of the alternate"
+    );
+    assert_eq!(
+        sim.sent_to(primary).len(),
+        1,
+        "the primary is not probed again"
+    );
+
+    // An endpoint-independent mapping: both sockets see the same address.
+    let mut sim = started_sim(NetReportConfig::default());
+    let primary = sim.server(
+        "198.51.100.1:3478",
+        FakeServer {
+            other: Some(addr("198.51.100.2:3478")),
+            ..FakeServer::new(20, PUBLIC_V4)
+        },
+    );
+    let alternate = sim.server("198.51.100.2:3478", FakeServer::new(20, PUBLIC_V4));
+    sim.start(vec![target("a", &[primary])]);
+    let report = sim.next_report(ms(200));
+    assert_eq!(report.mapping_varies_by_dest_v4, Some(false));
+    assert_eq!(report.global_v4, Some(addr(PUBLIC_V4)));
+    assert_eq!(sim.sent_to(alternate).len(), 1);
+
+    // An alternate of the other family, or one that never answers, gives no verdict (and the report still
+    // completes within its budget).
+    let mut sim = started_sim(NetReportConfig::default());
+    let primary = sim.server(
+        "198.51.100.1:3478",
+        FakeServer {
+            other: Some(addr("[2001:db8::1]:3479")),
+            ..FakeServer::new(20, PUBLIC_V4)
+        },
+    );
+    sim.start(vec![target("a", &[primary])]);
+    let report = sim.next_report(ms(200));
+    assert_eq!(report.mapping_varies_by_dest_v4, None);
+    assert_eq!(sim.sent.len(), 1);
+    let mut sim = started_sim(NetReportConfig::default());
+    let primary = sim.server(
+        "198.51.100.1:3478",
+        FakeServer {
+            other: Some(addr("0.0.0.0:3479")),
+            ..FakeServer::new(20, PUBLIC_V4)
+        },
+    );
+    sim.start(vec![target("a", &[primary])]);
+    let report = sim.next_report(ms(10_000));
+    assert_eq!(report.mapping_varies_by_dest_v4, None);
+    assert_eq!(report.global_v4, Some(addr(PUBLIC_V4)));
+    // A firewalled alternate holds the report for 250 ms and two round trips, not for its whole budget.
+    let (at, _) = sim.reports()[0].clone();
+    assert!(at <= ms(20 + 250 + 40 + 1), "report at {at:?}");
+}
+
+#[test]
 fn silent_stun_relay_measured_by_relay_ping() {
     let mut sim = started_sim(NetReportConfig::default());
     let a = sim.server("198.51.100.1:3478", FakeServer::new(60, PUBLIC_V4));

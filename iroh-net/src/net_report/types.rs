@@ -198,7 +198,9 @@ pub struct Report {
     pub global_v6: Option<SocketAddr>,
     /// Whether two STUN servers saw different IPv4 mappings (an endpoint-dependent, "symmetric", NAT: peers
     /// will see yet other ports, so the global address alone will not get them through). `None` unless at
-    /// least two IPv4 servers at different addresses answered.
+    /// least two IPv4 servers at different addresses answered. A server whose answer names a second socket
+    /// (RFC 5780 OTHER-ADDRESS, the relay's `stun_alt_bind`) is also asked there, from the same socket, so
+    /// one such relay is enough for a verdict.
     pub mapping_varies_by_dest_v4: Option<bool>,
     /// Like [`Report::mapping_varies_by_dest_v4`], for IPv6.
     pub mapping_varies_by_dest_v6: Option<bool>,

@@ -7,6 +7,7 @@
 //! ```toml
 //! relay_bind = "0.0.0.0:443"
 //! stun_bind = "0.0.0.0:3478"
+//! stun_alt_bind = "0.0.0.0:3479"
 //! metrics_bind = "127.0.0.1:9090"
 //!
 //! [tls]
@@ -74,6 +75,9 @@ pub struct FileConfig {
     pub hostname: Option<String>,
     /// Where STUN listens (UDP). No STUN if absent.
     pub stun_bind: Option<SocketAddr>,
+    /// A second STUN socket (UDP), usually the STUN port plus one: clients that use this relay alone can
+    /// then tell whether their NAT maps by destination (RFC 5780 OTHER-ADDRESS). None if absent.
+    pub stun_alt_bind: Option<SocketAddr>,
     /// Where Prometheus metrics are served. No metrics if absent.
     pub metrics_bind: Option<SocketAddr>,
     /// Seconds to wait for connections to close at shutdown. Default 5.
@@ -289,6 +293,7 @@ impl FileConfig {
             .with_access(access)
             .with_limits(self.limits.into_limits()?)
             .with_stun_bind(self.stun_bind)
+            .with_stun_alt_bind(self.stun_alt_bind)
             .with_metrics_bind(self.metrics_bind);
         config.tls = tls;
         config.hostname = self.hostname;
@@ -388,6 +393,7 @@ mod tests {
             relay_bind = "127.0.0.1:8443"
             hostname = "relay.test"
             stun_bind = "127.0.0.1:3478"
+            stun_alt_bind = "127.0.0.1:3479"
             metrics_bind = "127.0.0.1:9090"
             shutdown_timeout_secs = 2.5
             [tls]

@@ -98,6 +98,11 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Where STUN listens (UDP); `None` for no STUN.
     pub stun_bind: Option<SocketAddr>,
+    /// A second STUN socket (UDP), named in every answer as OTHER-ADDRESS (RFC 5780) and naming the first
+    /// back: a client that asks both from one socket learns whether its NAT maps by destination (a
+    /// "symmetric" NAT, for which it then tries port prediction) even when this is its only relay. `None`
+    /// for none; needs [`ServerConfig::stun_bind`]. Usually the STUN port plus one on the same IP.
+    pub stun_alt_bind: Option<SocketAddr>,
     /// Where Prometheus metrics are served (`GET /metrics`); `None` for none.
     pub metrics_bind: Option<SocketAddr>,
     /// How long [`Server::shutdown`] waits for connections to close before aborting them.
@@ -119,6 +124,7 @@ impl ServerConfig {
             bearer_token: None,
             limits: Limits::default(),
             stun_bind: None,
+            stun_alt_bind: None,
             metrics_bind: None,
             shutdown_timeout: Duration::from_secs(5),
             discovery: None,
@@ -173,6 +179,12 @@ impl ServerConfig {
     /// Sets (or with `None` disables) the STUN listener.
     pub fn with_stun_bind(mut self, addr: Option<SocketAddr>) -> Self {
         self.stun_bind = addr;
+        self
+    }
+
+    /// Sets (or with `None` disables) the second STUN socket (see [`ServerConfig::stun_alt_bind`]).
+    pub fn with_stun_alt_bind(mut self, addr: Option<SocketAddr>) -> Self {
+        self.stun_alt_bind = addr;
         self
     }
 
@@ -242,6 +254,7 @@ pub struct Server {
     relay_url: RelayUrl,
     relay_addr: SocketAddr,
     stun: Option<iroh_stun::Server>,
+    stun_alt: Option<iroh_stun::Server>,
     metrics_addr: Option<SocketAddr>,
     certificates: Vec<CertificateDer<'static>>,
     ctx: Arc<Ctx>,
@@ -270,22 +283,7 @@ impl Server {
         let relay_addr = listener.local_addr()?;
         let relay_url = relay_url(&config, tls.as_ref(), relay_addr)?;
 
-        let stun = match config.stun_bind {
-            Some(addr) => {
-                let socket = tokio::net::UdpSocket::bind(addr).await.map_err(|source| {
-                    ServerError::Bind {
-                        what: "STUN",
-                        addr,
-                        source,
-                    }
-                })?;
-                let stun_config = iroh_stun::ServerConfig::default()
-                    .with_software(STUN_SOFTWARE)
-                    .map_err(|e| ServerError::InvalidConfig(e.to_string()))?;
-                Some(iroh_stun::Server::spawn(socket, stun_config)?)
-            }
-            None => None,
-        };
+        let (stun, stun_alt) = spawn_stun(config.stun_bind, config.stun_alt_bind).await?;
         let metrics_listener = match config.metrics_bind {
             Some(addr) => Some(metrics::bind(addr).await?),
             None => None,
@@ -333,6 +331,7 @@ impl Server {
         info!(
             %relay_url,
             stun = ?stun.as_ref().map(iroh_stun::Server::local_addr),
+            stun_alt = ?stun_alt.as_ref().map(iroh_stun::Server::local_addr),
             metrics = ?metrics_addr,
             dns = ?discovery.as_ref().and_then(discovery::Discovery::dns_addr),
             "relay server started"
@@ -341,6 +340,7 @@ impl Server {
             relay_url,
             relay_addr,
             stun,
+            stun_alt,
             metrics_addr,
             certificates,
             ctx,
@@ -364,6 +364,11 @@ impl Server {
     /// The address the STUN server is bound to, if it runs.
     pub fn stun_addr(&self) -> Option<SocketAddr> {
         self.stun.as_ref().map(iroh_stun::Server::local_addr)
+    }
+
+    /// The address the second STUN socket is bound to, if it runs (see [`ServerConfig::stun_alt_bind`]).
+    pub fn stun_alt_addr(&self) -> Option<SocketAddr> {
+        self.stun_alt.as_ref().map(iroh_stun::Server::local_addr)
     }
 
     /// The address the discovery DNS server is bound to (UDP and TCP), if it runs.
@@ -413,6 +418,7 @@ impl Server {
             relay_task,
             metrics_task,
             stun,
+            stun_alt,
             discovery,
             ..
         } = self;
@@ -429,7 +435,7 @@ impl Server {
         {
             debug!(%error, "metrics task ended abnormally");
         }
-        if let Some(stun) = stun {
+        for stun in [stun, stun_alt].into_iter().flatten() {
             stun.shutdown().await;
         }
         // The connections are gone; the context goes too, so the discovery store can close.
@@ -445,6 +451,41 @@ impl Server {
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not `Send`: drop it here rather than in the caller's `select!`.
     let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Binds and starts the STUN sockets: the main one, and the second one if asked for, each naming the other
+/// as OTHER-ADDRESS (RFC 5780).
+async fn spawn_stun(
+    main: Option<SocketAddr>,
+    alt: Option<SocketAddr>,
+) -> Result<(Option<iroh_stun::Server>, Option<iroh_stun::Server>), ServerError> {
+    let bind = |addr: SocketAddr, what: &'static str| async move {
+        tokio::net::UdpSocket::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { what, addr, source })
+    };
+    let config = || {
+        iroh_stun::ServerConfig::default()
+            .with_software(STUN_SOFTWARE)
+            .map_err(|e| ServerError::InvalidConfig(e.to_string()))
+    };
+    let Some(main) = main else {
+        if alt.is_some() {
+            return Err(ServerError::InvalidConfig(
+                "stun_alt_bind needs stun_bind".into(),
+            ));
+        }
+        return Ok((None, None));
+    };
+    let main = bind(main, "STUN").await?;
+    let Some(alt) = alt else {
+        return Ok((Some(iroh_stun::Server::spawn(main, config()?)?), None));
+    };
+    let alt = bind(alt, "second STUN").await?;
+    let (main_addr, alt_addr) = (main.local_addr()?, alt.local_addr()?);
+    let main = iroh_stun::Server::spawn(main, config()?.with_other_address(alt_addr))?;
+    let alt = iroh_stun::Server::spawn(alt, config()?.with_other_address(main_addr))?;
+    Ok((Some(main), Some(alt)))
 }
 
 /// The URL clients use to reach the relay listener.

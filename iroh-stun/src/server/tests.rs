@@ -167,3 +167,39 @@ fn server_config_validates_software() {
         Err(EncodeError::TextTooLong { .. })
     ));
 }
+
+#[test]
+fn other_address_is_sent_on_success_only() {
+    let config = ServerConfig::default()
+        .with_software("t")
+        .unwrap()
+        .with_other_address("0.0.0.0:3479".parse().unwrap());
+    let from: SocketAddr = "198.51.100.1:40000".parse().unwrap();
+    let response = respond_with_config(from, &request().to_bytes(), &config)
+        .unwrap()
+        .expect("answered");
+    assert_eq!(
+        response.other_address(),
+        Some("0.0.0.0:3479".parse().unwrap())
+    );
+    assert_eq!(response.software(), Some("t"));
+    assert_eq!(Message::parse(&response.to_bytes()), Ok(response));
+    // Without it configured, none is sent.
+    let plain = respond_with_config(from, &request().to_bytes(), &ServerConfig::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(plain.other_address(), None);
+    // An error response carries none either.
+    let mut unknown = request();
+    unknown
+        .push_attribute(Attribute::Other {
+            typ: 0x0042,
+            value: vec![],
+        })
+        .unwrap();
+    let error = respond_with_config(from, &unknown.to_bytes(), &config)
+        .unwrap()
+        .unwrap();
+    assert_eq!(error.error_code().map(|(c, _)| c), Some(420));
+    assert_eq!(error.other_address(), None);
+}

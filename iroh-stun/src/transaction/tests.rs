@@ -144,7 +144,8 @@ fn success_on_first_transmit_has_rtt() {
         tx.poll_event(),
         Some(Event::Success {
             reflexive,
-            rtt: Some(ms(42))
+            rtt: Some(ms(42)),
+            other: None,
         })
     );
     assert_eq!(tx.poll_event(), None);
@@ -164,7 +165,8 @@ fn success_after_retransmit_has_no_rtt() {
         tx.poll_event(),
         Some(Event::Success {
             reflexive,
-            rtt: None
+            rtt: None,
+            other: None,
         })
     );
 }
@@ -350,4 +352,33 @@ fn timeout_after_event_and_huge_config_do_not_panic() {
     assert!(deadline > start);
     tx.handle_timeout(deadline);
     assert!(tx.poll_transmit(deadline).is_some());
+}
+
+#[test]
+fn other_address_is_reported_and_unspecified_ip_means_the_servers() {
+    for (sent, expected) in [
+        ("0.0.0.0:3479", SocketAddr::new(server().ip(), 3479)),
+        ("192.0.2.9:4000", "192.0.2.9:4000".parse().unwrap()),
+    ] {
+        let start = Instant::now();
+        let mut tx = new_tx(start);
+        tx.poll_transmit(start).unwrap();
+        let reflexive: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let mut msg = Message::binding_success(TransactionId::from(TXID), reflexive);
+        msg.push_attribute(Attribute::OtherAddress(sent.parse().unwrap()))
+            .unwrap();
+        let bytes = msg.with_fingerprint(true).to_bytes();
+        assert_eq!(
+            tx.handle_input(start + ms(5), server(), &bytes),
+            Input::Consumed
+        );
+        assert_eq!(
+            tx.poll_event(),
+            Some(Event::Success {
+                reflexive,
+                rtt: Some(ms(5)),
+                other: Some(expected),
+            })
+        );
+    }
 }

@@ -20,6 +20,8 @@ pub(super) struct FakeServer {
     pub(super) observed: SocketAddr,
     /// Requests to drop before answering (`u32::MAX`: never answer).
     pub(super) drop_first: u32,
+    /// The OTHER-ADDRESS (RFC 5780) its success responses carry, if any.
+    pub(super) other: Option<SocketAddr>,
 }
 
 impl FakeServer {
@@ -28,6 +30,7 @@ impl FakeServer {
             rtt: Duration::from_millis(rtt_ms),
             observed: observed.parse().unwrap(),
             drop_first: 0,
+            other: None,
         }
     }
 
@@ -113,7 +116,7 @@ impl Sim {
             if *count <= server.drop_first {
                 continue;
             }
-            let response = answer(&transmit.contents, server.observed);
+            let response = answer_with(&transmit.contents, server.observed, server.other);
             self.in_flight
                 .push((self.now + server.rtt, transmit.dst, response));
         }
@@ -211,8 +214,21 @@ impl Sim {
 
 /// A STUN server's success response to `request`.
 pub(super) fn answer(request: &[u8], observed: SocketAddr) -> Vec<u8> {
+    answer_with(request, observed, None)
+}
+
+/// [`answer`], with an OTHER-ADDRESS if given.
+pub(super) fn answer_with(
+    request: &[u8],
+    observed: SocketAddr,
+    other: Option<SocketAddr>,
+) -> Vec<u8> {
     let request = Message::parse(request).expect("a well-formed request");
-    Message::binding_success(request.transaction_id(), observed)
-        .with_fingerprint(true)
-        .to_bytes()
+    let mut response = Message::binding_success(request.transaction_id(), observed);
+    if let Some(other) = other {
+        response
+            .push_attribute(iroh_stun::Attribute::OtherAddress(other))
+            .expect("an address fits");
+    }
+    response.with_fingerprint(true).to_bytes()
 }
