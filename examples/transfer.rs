@@ -17,7 +17,9 @@
 //! `{"bytes", "duration_ms", "throughput_mbps", "final_path", "time_to_direct_ms", "hash_ok"}` plus what
 //! QUIC saw: `rtt_ms` (smoothed, at the end), `lost_packets` and `congestion_events` (of the provider's
 //! data, as the fetcher's acknowledgements let it count them: the fetcher's own counts are of its
-//! acknowledgements), `path_changes`.
+//! acknowledgements), `path_changes`, and `prediction_packets` (port prediction's sockets opened and probes
+//! sprayed on the fetcher's side). With `--json` the provider prints `{"event": "served",
+//! "prediction_packets": N}` (its own side's) after each fetch it served.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 #[path = "common.rs"]
@@ -235,6 +237,8 @@ async fn provide(size: u64, opts: Opts) -> anyhow::Result<()> {
     }
     let serve = async {
         while let Some(incoming) = endpoint.accept().await {
+            let endpoint = endpoint.clone();
+            let json = opts.json;
             tokio::spawn(async move {
                 let connection = match incoming.await {
                     Ok(connection) => connection,
@@ -263,6 +267,16 @@ async fn provide(size: u64, opts: Opts) -> anyhow::Result<()> {
                         // A fetcher that had enough (`--duration-secs`) stops the stream.
                         Ok(()) | Err(iroh::quinn::WriteError::Stopped(_)) => {}
                         Err(err) => eprintln!("serving a fetch failed: {err}"),
+                    }
+                    if json {
+                        let stats = endpoint.stats();
+                        println!(
+                            "{}",
+                            json!({
+                                "event": "served",
+                                "prediction_packets": stats.predict_sockets + stats.predict_probes,
+                            })
+                        );
                     }
                 }
             });
@@ -364,6 +378,8 @@ async fn fetch(target: NodeAddr, duration: Option<Duration>, opts: Opts) -> anyh
     let duration_ms = duration.as_secs_f64() * 1000.0;
     let throughput_mbps = received as f64 * 8.0 / duration_ms / 1000.0;
     let stats = connection.stats();
+    let socket_stats = endpoint.stats();
+    let prediction_packets = socket_stats.predict_sockets + socket_stats.predict_probes;
     if opts.json {
         println!(
             "{}",
@@ -379,6 +395,7 @@ async fn fetch(target: NodeAddr, duration: Option<Duration>, opts: Opts) -> anyh
                 "lost_packets": stats.path.lost_packets,
                 "congestion_events": stats.path.congestion_events,
                 "path_changes": path_changes.load(Ordering::Relaxed),
+                "prediction_packets": prediction_packets,
             })
         );
     } else {

@@ -11,9 +11,19 @@
 //! plaintext = type (u8) · version (u8) · body
 //!   Ping        type 1   tx_id (12)
 //!   Pong        type 2   tx_id (12) · observed address
-//!   CallMeMaybe type 3   count (u8, at most 32) · count addresses
+//!   CallMeMaybe type 3   count (u8, at most 32) · count addresses · flags (u8, version 2)
+//!                        · reflexive address (version 2, present when flags bit 1 is set)
+//!   Predict     type 4   IP (family · 4 or 16 bytes)                               (version 2)
 //! address   = family (u8: 4 or 6) · IP (4 or 16) · port (u16 big-endian)      (7 or 19 bytes)
+//! flags     = bit 0: the sender's NAT maps each destination to another port ("hard", symmetric)
+//!             bit 1: a reflexive address follows: the sender's public address, the same towards every
+//!                    destination (an "easy" NAT), from which its probes for port prediction will come
+//!             bits 2..=7: reserved; kept as received, meaning nothing to this version
 //! ```
+//!
+//! A `Predict` goes through the relay from a node behind a hard NAT that has just opened a set of extra
+//! sockets towards the receiver's reflexive address: "probe random ports of this IP of mine now" (see
+//! [`crate::paths`] for port prediction).
 //!
 //! The box is `crypto_box` (X25519 derived from both nodes' ed25519 keys, XChaCha20-Poly1305): only the
 //! sender and the receiver can read or forge it. The sender's NodeId is in the clear so that the receiver can
@@ -43,9 +53,11 @@
 //!
 //! # Versions
 //!
-//! [`VERSION`] is 1. A message of a known type at version 1 must have exactly its body; at a higher version
-//! its version-1 fields are read and anything after them ignored, so a newer node may append fields without
-//! breaking older ones. An unknown type is [`DiscoError::UnknownType`], which the caller counts and ignores.
+//! [`VERSION`] is 2 (version 2 added the call-me-maybe's flags and reflexive address, and `Predict`). A
+//! message of a known type at version 1 or 2 must have exactly that version's body; at a higher version its
+//! version-2 fields are read and anything after them ignored, so a newer node may append fields without
+//! breaking older ones. A version-1 call-me-maybe has no flags (it reads as no NAT hint), and a version-1
+//! node reads a version-2 one as its addresses alone and counts a `Predict` as an unknown type. An unknown type is [`DiscoError::UnknownType`], which the caller counts and ignores.
 //! Version 0 is invalid.
 //!
 //! # Codec rules
@@ -56,7 +68,7 @@
 
 use std::{
     fmt,
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
 };
 
 use bytes::BufMut;
@@ -68,7 +80,7 @@ use iroh_base::{
 /// The 6 bytes every disco packet starts with: `0x9c` (top bits `10`) and ASCII `disco`.
 pub const MAGIC: [u8; 6] = [0x9c, b'd', b'i', b's', b'c', b'o'];
 /// The version of the plaintext encoding this code writes.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// The most addresses a [`CallMeMaybe`] carries.
 pub const MAX_ADDRS: usize = 32;
 /// Length of a transaction id.
@@ -80,17 +92,24 @@ pub const HEADER_LEN: usize = MAGIC.len() + PUBLIC_KEY_LENGTH;
 const PLAINTEXT_HEADER_LEN: usize = 2;
 /// The longest encoded socket address (IPv6).
 const MAX_ADDR_LEN: usize = 1 + 16 + 2;
-/// The longest plaintext this version writes: a full [`CallMeMaybe`] of IPv6 addresses.
-pub const MAX_PLAINTEXT_LEN: usize = PLAINTEXT_HEADER_LEN + 1 + MAX_ADDRS * MAX_ADDR_LEN;
+/// The longest plaintext this version writes: a full [`CallMeMaybe`] of IPv6 addresses, with flags and an
+/// IPv6 reflexive address.
+pub const MAX_PLAINTEXT_LEN: usize =
+    PLAINTEXT_HEADER_LEN + 1 + MAX_ADDRS * MAX_ADDR_LEN + 1 + MAX_ADDR_LEN;
 /// The shortest packet that can be valid.
 pub const MIN_PACKET_LEN: usize = HEADER_LEN + SEAL_OVERHEAD + PLAINTEXT_HEADER_LEN;
 /// The longest packet accepted: one UDP payload in the IPv6 minimum MTU (1280 - 40 - 8), so no disco
-/// packet ever needs fragmenting. This version writes at most 689 bytes; the rest is room for newer ones.
+/// packet ever needs fragmenting. This version writes at most 709 bytes; the rest is room for newer ones.
 pub const MAX_PACKET_LEN: usize = 1232;
 
 const TYPE_PING: u8 = 1;
 const TYPE_PONG: u8 = 2;
 const TYPE_CALL_ME_MAYBE: u8 = 3;
+const TYPE_PREDICT: u8 = 4;
+/// Call-me-maybe flag: the sender's mapping varies by destination.
+const FLAG_MAPPING_VARIES: u8 = 1;
+/// Call-me-maybe flag: a reflexive address follows the flags.
+const FLAG_REFLEXIVE: u8 = 2;
 const FAMILY_V4: u8 = 4;
 const FAMILY_V6: u8 = 6;
 
@@ -201,10 +220,33 @@ pub struct Pong {
     pub observed: SocketAddr,
 }
 
-/// "Ping me on these addresses now": sent via the relay to start holepunching from both sides.
+/// "Ping me on these addresses now": sent via the relay to start holepunching from both sides. Since
+/// version 2 it also tells what kind of NAT the sender is behind (see [`NatHint`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct CallMeMaybe {
     addrs: Vec<SocketAddr>,
+    /// The flags byte as sent, reserved bits included (bit 1 always matches `reflexive`).
+    flags: u8,
+    reflexive: Option<SocketAddr>,
+}
+
+/// What a node says about its NAT in a [`CallMeMaybe`], for port prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct NatHint {
+    /// The node's NAT maps each destination to another public port (endpoint-dependent mapping, a
+    /// "symmetric" NAT): a peer cannot know its port in advance.
+    pub mapping_varies: bool,
+    /// The node's public address, which it found to be the same towards every destination (an
+    /// endpoint-independent mapping): its packets to any port of ours leave from there.
+    pub reflexive: Option<SocketAddr>,
+}
+
+/// "My prediction sockets are open towards your reflexive address: probe random ports of `ip`", sent by a
+/// node behind a hard NAT through the relay (see [`crate::paths`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Predict {
+    /// The sender's public IP, whose ports are to be probed.
+    pub ip: IpAddr,
 }
 
 impl CallMeMaybe {
@@ -213,13 +255,39 @@ impl CallMeMaybe {
         if addrs.len() > MAX_ADDRS {
             return Err(DiscoError::TooManyAddresses(addrs.len()));
         }
-        Ok(Self { addrs })
+        Ok(Self {
+            addrs,
+            ..Self::default()
+        })
     }
 
     /// A call-me-maybe with the first [`MAX_ADDRS`] of `addrs` (put the best candidates first).
     pub fn truncating(addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
         Self {
             addrs: addrs.into_iter().take(MAX_ADDRS).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// The same with this NAT hint (replacing any other; reserved flag bits are cleared).
+    pub fn with_nat(mut self, hint: NatHint) -> Self {
+        self.flags = if hint.mapping_varies {
+            FLAG_MAPPING_VARIES
+        } else {
+            0
+        };
+        if hint.reflexive.is_some() {
+            self.flags |= FLAG_REFLEXIVE;
+        }
+        self.reflexive = hint.reflexive;
+        self
+    }
+
+    /// What the sender says about its NAT (nothing from a version-1 sender).
+    pub fn nat(&self) -> NatHint {
+        NatHint {
+            mapping_varies: self.flags & FLAG_MAPPING_VARIES != 0,
+            reflexive: self.reflexive,
         }
     }
 
@@ -243,6 +311,8 @@ pub enum Message {
     Pong(Pong),
     /// See [`CallMeMaybe`].
     CallMeMaybe(CallMeMaybe),
+    /// See [`Predict`].
+    Predict(Predict),
 }
 
 impl Message {
@@ -252,6 +322,7 @@ impl Message {
             Self::Ping(_) => TYPE_PING,
             Self::Pong(_) => TYPE_PONG,
             Self::CallMeMaybe(_) => TYPE_CALL_ME_MAYBE,
+            Self::Predict(_) => TYPE_PREDICT,
         }
     }
 
@@ -261,7 +332,12 @@ impl Message {
             + match self {
                 Self::Ping(_) => TX_ID_LENGTH,
                 Self::Pong(pong) => TX_ID_LENGTH + addr_len(&pong.observed),
-                Self::CallMeMaybe(cmm) => 1 + cmm.addrs.iter().map(addr_len).sum::<usize>(),
+                Self::CallMeMaybe(cmm) => {
+                    1 + cmm.addrs.iter().map(addr_len).sum::<usize>()
+                        + 1
+                        + cmm.reflexive.as_ref().map_or(0, addr_len)
+                }
+                Self::Predict(predict) => ip_len(&predict.ip),
             }
     }
 
@@ -283,7 +359,12 @@ impl Message {
                 for addr in &cmm.addrs {
                     put_addr(buf, addr);
                 }
+                buf.put_u8(cmm.flags);
+                if let Some(reflexive) = &cmm.reflexive {
+                    put_addr(buf, reflexive);
+                }
             }
+            Self::Predict(predict) => put_ip(buf, &predict.ip),
         }
     }
 
@@ -303,7 +384,10 @@ impl Message {
             });
         };
         let (typ, version) = (*typ, *version);
-        if !matches!(typ, TYPE_PING | TYPE_PONG | TYPE_CALL_ME_MAYBE) {
+        if !matches!(
+            typ,
+            TYPE_PING | TYPE_PONG | TYPE_CALL_ME_MAYBE | TYPE_PREDICT
+        ) {
             return Err(DiscoError::UnknownType { typ, version });
         }
         if version == 0 {
@@ -322,6 +406,7 @@ impl Message {
                 tx_id: reader.tx_id()?,
                 observed: reader.addr()?,
             }),
+            TYPE_PREDICT => Self::Predict(Predict { ip: reader.ip()? }),
             _ => {
                 let count = usize::from(reader.byte()?);
                 if count > MAX_ADDRS {
@@ -330,11 +415,27 @@ impl Message {
                 let addrs = (0..count)
                     .map(|_| reader.addr())
                     .collect::<Result<_, _>>()?;
-                Self::CallMeMaybe(CallMeMaybe { addrs })
+                let (flags, reflexive) = if version >= 2 {
+                    let flags = reader.byte()?;
+                    let reflexive = if flags & FLAG_REFLEXIVE != 0 {
+                        Some(reader.addr()?)
+                    } else {
+                        None
+                    };
+                    (flags, reflexive)
+                } else {
+                    (0, None)
+                };
+                Self::CallMeMaybe(CallMeMaybe {
+                    addrs,
+                    flags,
+                    reflexive,
+                })
             }
         };
-        // This version's fields are all read. Its own version must end here; a newer one may append.
-        if version == VERSION && !reader.rest.is_empty() {
+        // The fields of the message's version are all read. Versions this code knows must end here; a
+        // newer one may append.
+        if version <= VERSION && !reader.rest.is_empty() {
             return Err(DiscoError::BadBodyLength {
                 typ,
                 len: body.len(),
@@ -413,17 +514,28 @@ fn addr_len(addr: &SocketAddr) -> usize {
     }
 }
 
-fn put_addr(buf: &mut impl BufMut, addr: &SocketAddr) {
-    match addr {
-        SocketAddr::V4(a) => {
+fn ip_len(ip: &IpAddr) -> usize {
+    match ip {
+        IpAddr::V4(_) => 1 + 4,
+        IpAddr::V6(_) => 1 + 16,
+    }
+}
+
+fn put_ip(buf: &mut impl BufMut, ip: &IpAddr) {
+    match ip {
+        IpAddr::V4(ip) => {
             buf.put_u8(FAMILY_V4);
-            buf.put_slice(&a.ip().octets());
+            buf.put_slice(&ip.octets());
         }
-        SocketAddr::V6(a) => {
+        IpAddr::V6(ip) => {
             buf.put_u8(FAMILY_V6);
-            buf.put_slice(&a.ip().octets());
+            buf.put_slice(&ip.octets());
         }
     }
+}
+
+fn put_addr(buf: &mut impl BufMut, addr: &SocketAddr) {
+    put_ip(buf, &addr.ip());
     buf.put_u16(addr.port());
 }
 
@@ -454,24 +566,21 @@ impl Reader<'_> {
         self.take().map(TxId)
     }
 
+    fn ip(&mut self) -> Result<IpAddr, DiscoError> {
+        match self.byte()? {
+            FAMILY_V4 => Ok(IpAddr::V4(Ipv4Addr::from(self.take::<4>()?))),
+            FAMILY_V6 => Ok(IpAddr::V6(Ipv6Addr::from(self.take::<16>()?))),
+            family => Err(DiscoError::BadAddressFamily(family)),
+        }
+    }
+
     fn addr(&mut self) -> Result<SocketAddr, DiscoError> {
-        let addr = match self.byte()? {
-            FAMILY_V4 => {
-                let ip = Ipv4Addr::from(self.take::<4>()?);
-                SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be_bytes(self.take()?)))
-            }
-            FAMILY_V6 => {
-                let ip = Ipv6Addr::from(self.take::<16>()?);
-                SocketAddr::V6(SocketAddrV6::new(
-                    ip,
-                    u16::from_be_bytes(self.take()?),
-                    0,
-                    0,
-                ))
-            }
-            family => return Err(DiscoError::BadAddressFamily(family)),
-        };
-        Ok(addr)
+        let ip = self.ip()?;
+        let port = u16::from_be_bytes(self.take()?);
+        Ok(match ip {
+            IpAddr::V4(ip) => SocketAddr::V4(SocketAddrV4::new(ip, port)),
+            IpAddr::V6(ip) => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)),
+        })
     }
 }
 

@@ -52,6 +52,9 @@
 //! | `iroh::_events::net_report::home_relay` | `from`, `to` | net report's preferred relay changed |
 //! | `iroh::_events::relay_client::connected` / `disconnected` | `url` (, `error`) | a relay connection came up or went down (from `iroh-relay`) |
 //! | `iroh::_events::discovery::published` | `service`, `relay`, `addrs` | a discovery service published our addressing |
+//! | `iroh::_events::predict::sockets` | `node`, `dst`, `opened`, `extra_sockets`, `error` | port prediction, hard side: extra sockets opened towards `node`'s reflexive address `dst` (each pinged it once) |
+//! | `iroh::_events::predict::won` | `node`, `remote` | port prediction, hard side: a probe from `remote` reached an extra socket, which carries everything to it from now on |
+//! | `iroh::_events::predict::spray` | `node`, `probes`, `hit` | port prediction, easy side: a spray of probes ended, with the address that answered, if one did |
 //!
 //! # Features
 //!

@@ -63,8 +63,22 @@ fn arb_message() -> impl Strategy<Value = Message> {
             .clone()
             .prop_map(|tx_id| Message::Ping(Ping { tx_id })),
         (tx_id, arb_addr()).prop_map(|(tx_id, observed)| Message::Pong(Pong { tx_id, observed })),
-        proptest::collection::vec(arb_addr(), 0..=MAX_ADDRS)
-            .prop_map(|addrs| Message::CallMeMaybe(CallMeMaybe::new(addrs).unwrap())),
+        (
+            proptest::collection::vec(arb_addr(), 0..=MAX_ADDRS),
+            any::<bool>(),
+            proptest::option::of(arb_addr())
+        )
+            .prop_map(|(addrs, mapping_varies, reflexive)| Message::CallMeMaybe(
+                CallMeMaybe::new(addrs).unwrap().with_nat(NatHint {
+                    mapping_varies,
+                    reflexive
+                })
+            )),
+        prop_oneof![
+            any::<u32>().prop_map(|ip| IpAddr::V4(ip.into())),
+            any::<u128>().prop_map(|ip| IpAddr::V6(ip.into())),
+        ]
+        .prop_map(|ip| Message::Predict(Predict { ip })),
     ]
 }
 
@@ -228,7 +242,7 @@ fn golden_encoding() {
         tx_id: TxId::from_bytes(*b"0123456789ab"),
         observed: "192.0.2.7:4660".parse().unwrap(),
     });
-    let mut expected = vec![2, 1];
+    let mut expected = vec![2, 2];
     expected.extend_from_slice(b"0123456789ab");
     expected.extend_from_slice(&[4, 192, 0, 2, 7, 0x12, 0x34]);
     assert_eq!(msg.to_plaintext(), expected);
@@ -236,12 +250,25 @@ fn golden_encoding() {
     let msg = Message::CallMeMaybe(CallMeMaybe::truncating(["[2001:db8::5]:1"
         .parse()
         .unwrap()]));
-    let mut expected = vec![3, 1, 1, 6, 0x20, 0x01, 0x0d, 0xb8];
+    let mut expected = vec![3, 2, 1, 6, 0x20, 0x01, 0x0d, 0xb8];
     expected.extend_from_slice(&[0; 11]);
     expected.extend_from_slice(&[5, 0, 1]);
+    // No NAT hint: flags 0, no reflexive address.
+    expected.push(0);
     assert_eq!(msg.to_plaintext(), expected);
 
-    assert_eq!(ping(7).to_plaintext(), [&[1u8, 1][..], &[7; 12]].concat());
+    let msg = Message::CallMeMaybe(CallMeMaybe::truncating([]).with_nat(NatHint {
+        mapping_varies: true,
+        reflexive: Some("192.0.2.9:258".parse().unwrap()),
+    }));
+    assert_eq!(msg.to_plaintext(), [3, 2, 0, 3, 4, 192, 0, 2, 9, 1, 2]);
+
+    let msg = Message::Predict(Predict {
+        ip: "192.0.2.10".parse().unwrap(),
+    });
+    assert_eq!(msg.to_plaintext(), [4, 2, 4, 192, 0, 2, 10]);
+
+    assert_eq!(ping(7).to_plaintext(), [&[1u8, 2][..], &[7; 12]].concat());
 }
 
 #[test]
@@ -258,22 +285,24 @@ fn version_policy() {
         Message::parse_plaintext(&[0, 7]),
         Err(DiscoError::UnknownType { typ: 0, version: 7 })
     );
-    // Version 1 must be exact; a newer version may append.
+    // Versions 1 and 2 must be exact; a newer version may append.
     let mut longer = body.to_vec();
     longer.push(0xee);
+    for version in [1, 2] {
+        assert_eq!(
+            Message::parse_plaintext(&with(1, version, &longer)),
+            Err(DiscoError::BadBodyLength { typ: 1, len: 13 })
+        );
+    }
     assert_eq!(
-        Message::parse_plaintext(&with(1, 1, &longer)),
-        Err(DiscoError::BadBodyLength { typ: 1, len: 13 })
-    );
-    assert_eq!(
-        Message::parse_plaintext(&with(1, 2, &longer)),
+        Message::parse_plaintext(&with(1, 3, &longer)),
         Ok(Message::Ping(Ping {
             tx_id: TxId::from_bytes(body)
         }))
     );
     // ...but must still carry version 1's fields.
     assert_eq!(
-        Message::parse_plaintext(&with(1, 2, &body[..11])),
+        Message::parse_plaintext(&with(1, 3, &body[..11])),
         Err(DiscoError::BadBodyLength { typ: 1, len: 11 })
     );
     assert_eq!(
@@ -338,8 +367,24 @@ fn limits() {
             .take(MAX_ADDRS)
             .map(|port| SocketAddr::from((Ipv6Addr::LOCALHOST, port))),
     ));
-    assert_eq!(full.encoded_len(), MAX_PLAINTEXT_LEN);
-    assert_eq!(sealed_len(&full), 689);
+    assert_eq!(
+        full.encoded_len(),
+        MAX_PLAINTEXT_LEN - MAX_ADDR_LEN_FOR_TESTS
+    );
+    assert_eq!(sealed_len(&full), 689 + 1);
+    let fuller = Message::CallMeMaybe(
+        CallMeMaybe::truncating(
+            (0u16..)
+                .take(MAX_ADDRS)
+                .map(|port| SocketAddr::from((Ipv6Addr::LOCALHOST, port))),
+        )
+        .with_nat(NatHint {
+            mapping_varies: false,
+            reflexive: Some(SocketAddr::from((Ipv6Addr::LOCALHOST, 1))),
+        }),
+    );
+    assert_eq!(fuller.encoded_len(), MAX_PLAINTEXT_LEN);
+    assert_eq!(sealed_len(&fuller), 709);
     assert!(sealed_len(&full) <= MAX_PACKET_LEN);
 
     let mut huge = MAGIC.to_vec();
@@ -365,4 +410,70 @@ fn tx_ids_are_random_and_debuggable() {
     let id = TxId::from_bytes([0xab; 12]);
     assert_eq!(format!("{id:?}"), format!("TxId({})", "ab".repeat(12)));
     assert_eq!(id.as_bytes(), &[0xab; 12]);
+}
+
+/// The longest encoded socket address (an IPv6 one).
+const MAX_ADDR_LEN_FOR_TESTS: usize = 19;
+
+#[test]
+fn version_one_call_me_maybe_and_reserved_flags() {
+    // A version-1 call-me-maybe (an older node's) has no flags: no NAT hint.
+    let v1 = [3u8, 1, 1, 4, 192, 0, 2, 1, 0, 80];
+    let Ok(Message::CallMeMaybe(cmm)) = Message::parse_plaintext(&v1) else {
+        panic!("version 1 must parse");
+    };
+    assert_eq!(cmm.addrs(), ["192.0.2.1:80".parse().unwrap()]);
+    assert_eq!(cmm.nat(), NatHint::default());
+    // Version 1 bodies stay exact: a trailing byte is an error there.
+    assert!(Message::parse_plaintext(&[3, 1, 0, 0]).is_err());
+    // Version 2 needs its flags byte, and the reflexive address its flag announces.
+    assert_eq!(
+        Message::parse_plaintext(&[3, 2, 0]),
+        Err(DiscoError::BadBodyLength { typ: 3, len: 1 })
+    );
+    assert_eq!(
+        Message::parse_plaintext(&[3, 2, 0, 2, 4, 1, 2]),
+        Err(DiscoError::BadBodyLength { typ: 3, len: 5 })
+    );
+    // Reserved bits are kept (so the encoding round-trips) and mean nothing.
+    let reserved = [3u8, 2, 0, 0xfd];
+    let msg = Message::parse_plaintext(&reserved).unwrap();
+    let Message::CallMeMaybe(cmm) = &msg else {
+        panic!("a call-me-maybe");
+    };
+    assert_eq!(
+        cmm.nat(),
+        NatHint {
+            mapping_varies: true,
+            reflexive: None
+        }
+    );
+    assert_eq!(msg.to_plaintext(), reserved);
+    // A newer version may append after the reflexive address.
+    let v3 = [3u8, 3, 0, 2, 4, 10, 0, 0, 1, 0, 9, 0xaa, 0xbb];
+    let Ok(Message::CallMeMaybe(cmm)) = Message::parse_plaintext(&v3) else {
+        panic!("version 3 must parse");
+    };
+    assert_eq!(cmm.nat().reflexive, Some("10.0.0.1:9".parse().unwrap()));
+}
+
+#[test]
+fn predict_is_checked() {
+    assert_eq!(
+        Message::parse_plaintext(&[4, 2, 6, 1, 2, 3]),
+        Err(DiscoError::BadBodyLength { typ: 4, len: 4 })
+    );
+    assert_eq!(
+        Message::parse_plaintext(&[4, 2, 5, 1, 2, 3, 4]),
+        Err(DiscoError::BadAddressFamily(5))
+    );
+    assert_eq!(
+        Message::parse_plaintext(&[4, 2, 4, 1, 2, 3, 4, 0]),
+        Err(DiscoError::BadBodyLength { typ: 4, len: 6 })
+    );
+    let v6 = Message::Predict(Predict {
+        ip: "2001:db8::1".parse().unwrap(),
+    });
+    assert_eq!(v6.encoded_len(), 2 + 17);
+    assert_eq!(Message::parse_plaintext(&v6.to_plaintext()), Ok(v6));
 }

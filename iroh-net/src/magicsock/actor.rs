@@ -15,6 +15,7 @@
 //! It ends when the Endpoint tells it to (or drops its handle), not when its inbox closes: the socket,
 //! which the actor shares, holds a sender to that inbox.
 
+mod predict;
 mod relays;
 mod report;
 mod traffic;
@@ -43,6 +44,7 @@ use super::{
     metrics::inc,
     routes::{AddrEntry, AddrOwner, NodeRoute},
     socket::{Delivered, MagicSock},
+    udp::ExtraId,
 };
 use crate::{
     disco::{self, DiscoError, Message},
@@ -80,10 +82,12 @@ const INBOX_BATCH: usize = 64;
 
 /// What the actor's inbox carries.
 pub(crate) enum ActorMsg {
-    /// A disco packet, over UDP from `src` or through a relay (whose claimed sender is `relay_src`).
+    /// A disco packet, over UDP from `src` or through a relay (whose claimed sender is `relay_src`);
+    /// `via` names the extra socket (of port prediction) it came on, if not a main one.
     Disco {
         src: SendAddr,
         relay_src: Option<NodeId>,
+        via: Option<ExtraId>,
         packet: Bytes,
     },
     /// A STUN packet from `src`.
@@ -227,6 +231,8 @@ pub(crate) struct Actor {
     traffic_scratch: TrafficScratch,
     /// The port mapper (none when port mapping is off) and its mapping, as last seen.
     portmap: Option<(PortMapper, watch::Receiver<Option<Mapping>>)>,
+    /// Port prediction's extra sockets.
+    predictions: predict::Predictions,
 }
 
 type TrafficScratch = (Vec<(NodeId, SocketAddr, Instant)>, Vec<(NodeId, Instant)>);
@@ -274,6 +280,7 @@ impl Actor {
                 let watch = mapper.watch();
                 (mapper, watch)
             }),
+            predictions: predict::Predictions::default(),
         };
         actor.next_sweep = now + actor.relay_sweep_interval();
         actor.local_addrs = actor.read_local_addrs();
@@ -333,6 +340,7 @@ impl Actor {
             self.activity_clear.front().map(|(at, _)| *at),
             Some(self.next_sweep),
             Some(self.next_link_check),
+            self.predictions.next_expiry(),
         ]
         .into_iter()
         .flatten()
@@ -347,8 +355,9 @@ impl Actor {
             ActorMsg::Disco {
                 src,
                 relay_src,
+                via,
                 packet,
-            } => self.handle_disco(now, &src, relay_src, &packet),
+            } => self.handle_disco(now, &src, relay_src, via, &packet),
             ActorMsg::Stun { src, packet } => {
                 if let Some(reporter) = &mut self.reporter
                     && !reporter.handle_stun(now, src, &packet)
@@ -439,6 +448,7 @@ impl Actor {
             self.next_link_check = now + LINK_CHECK;
             self.check_links(now);
         }
+        self.expire_predictions(now);
     }
 
     /// Drains both cores until neither has output left.
@@ -455,6 +465,12 @@ impl Actor {
                     PathEvent::PlanChanged { node, plan } => self.publish_plan(node, plan),
                     PathEvent::ObservedOwnAddr { node, addr } => {
                         trace!(node = %node.fmt_short(), %addr, "a node sees us at this address");
+                    }
+                    PathEvent::OpenPredictionSockets { node, dst, count } => {
+                        self.open_prediction_sockets(Instant::now(), node, dst, count);
+                    }
+                    PathEvent::SprayEnded { node, probes, hit } => {
+                        self.spray_ended(node, probes, hit);
                     }
                 }
             }
@@ -554,6 +570,7 @@ impl Actor {
         now: Instant,
         src: &SendAddr,
         relay_src: Option<NodeId>,
+        via: Option<ExtraId>,
         packet: &[u8],
     ) {
         let metrics = Arc::clone(&self.sock);
@@ -589,6 +606,9 @@ impl Actor {
             }
         };
         trace!(%src, sender = %sender.fmt_short(), ?message, "disco received");
+        if let (Some(via), SendAddr::Udp(addr)) = (via, src) {
+            self.prediction_hit(sender, *addr, via);
+        }
         let mut learned: Vec<SocketAddr> = Vec::new();
         match message {
             Message::Ping(ping) => self.paths.handle_ping(now, sender, src, ping.tx_id),
@@ -600,10 +620,14 @@ impl Actor {
             Message::CallMeMaybe(cmm) => match src {
                 SendAddr::Relay(url) => {
                     self.paths
-                        .handle_call_me_maybe(now, sender, url, cmm.addrs());
+                        .handle_call_me_maybe(now, sender, url, cmm.addrs(), cmm.nat());
                     learned.extend_from_slice(cmm.addrs());
                 }
                 SendAddr::Udp(_) => trace!("call-me-maybe over UDP ignored"),
+            },
+            Message::Predict(predict) => match src {
+                SendAddr::Relay(_) => self.paths.handle_predict(now, sender, predict.ip),
+                SendAddr::Udp(_) => trace!("predict over UDP ignored"),
             },
         }
         if let SendAddr::Udp(addr) = src {
@@ -691,10 +715,20 @@ impl Actor {
                 let observed = observed.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
                 (node, dst, Message::Pong(disco::Pong { tx_id, observed }))
             }
-            DiscoTransmit::CallMeMaybe { node, relay, addrs } => (
+            DiscoTransmit::CallMeMaybe {
+                node,
+                relay,
+                addrs,
+                nat,
+            } => (
                 node,
                 SendAddr::Relay(relay),
-                Message::CallMeMaybe(disco::CallMeMaybe::truncating(addrs)),
+                Message::CallMeMaybe(disco::CallMeMaybe::truncating(addrs).with_nat(nat)),
+            ),
+            DiscoTransmit::Predict { node, relay, ip } => (
+                node,
+                SendAddr::Relay(relay),
+                Message::Predict(disco::Predict { ip }),
             ),
         };
         let node_id = self.node_id;

@@ -67,6 +67,13 @@ counters! {
     disco_send_failed,
     /// STUN packets received.
     stun_recv,
+    /// Port prediction, hard side: extra sockets opened (each sends one ping).
+    predict_sockets,
+    /// Port prediction, easy side: probes sprayed (counted when a spray ends).
+    predict_probes,
+    /// Port prediction: direct paths it found (a probe that reached an extra socket, on the hard side; a
+    /// probe answered, on the easy side).
+    predict_hits,
 }
 
 /// Adds one to a counter.

@@ -41,7 +41,7 @@ use super::{
     mapped::MappedAddrs,
     metrics::{Metrics, add, inc},
     routes::{AddrOwner, Epoch, NodeRoute, Routes},
-    udp::UdpSockets,
+    udp::{ExtraId, UdpSockets},
 };
 use crate::paths::SendAddr;
 
@@ -251,6 +251,7 @@ impl MagicSock {
         bufs: &mut [io::IoSliceMut<'_>],
         metas: &mut [RecvMeta],
         n: usize,
+        via: Option<ExtraId>,
     ) -> usize {
         let mut kept = 0;
         let mut now: Option<Instant> = None;
@@ -268,6 +269,7 @@ impl MagicSock {
                             self.to_actor(ActorMsg::Disco {
                                 src: SendAddr::Udp(src),
                                 relay_src: None,
+                                via,
                                 packet,
                             });
                         }
@@ -432,6 +434,7 @@ impl AsyncUdpSocket for MagicSock {
                             &mut bufs[filled..total],
                             &mut metas[filled..total],
                             n,
+                            None,
                         );
                     }
                     Poll::Ready(Err(error)) => {
@@ -448,6 +451,29 @@ impl AsyncUdpSocket for MagicSock {
                             )));
                         }
                     }
+                }
+            }
+        }
+        // Port prediction's extra sockets: a probe, then a connection's packets, may come on any.
+        self.udp.note_recv_waker(cx.waker());
+        let extras = self.udp.extras_snapshot().unwrap_or_default();
+        for (id, sock) in extras.iter() {
+            let id = *id;
+            while filled < total {
+                match sock.poll_recv(cx, &mut bufs[filled..total], &mut metas[filled..total]) {
+                    Poll::Ready(Ok(n)) => {
+                        filled += self.process_udp(
+                            &mut bufs[filled..total],
+                            &mut metas[filled..total],
+                            n,
+                            Some(id),
+                        );
+                    }
+                    Poll::Ready(Err(error)) => {
+                        trace!(%error, "UDP receive on an extra socket failed");
+                        break;
+                    }
+                    Poll::Pending => break,
                 }
             }
         }

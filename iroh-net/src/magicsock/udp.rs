@@ -1,12 +1,21 @@
 //! The magic socket's real UDP sockets: one IPv4 and (when the system has IPv6) one IPv6 socket, each with
 //! large buffers and wrapped by quinn's tokio runtime so that quinn-udp does GSO, GRO and ECN on them.
+//!
+//! Port prediction adds *extra* IPv4 sockets (see [`crate::paths`]): the hard side of an attempt opens a
+//! few hundred ([`UdpSockets::open_extra`]), all received from like the main ones; the one a peer's probe
+//! reaches gets a route ([`UdpSockets::route_via`]): everything to that peer address leaves through it
+//! from then on, since only its NAT mapping lets the peer's packets in. The rest close.
 
 use std::{
+    collections::HashMap,
     fmt, io,
     net::{SocketAddr, SocketAddrV4, SocketAddrV6},
     pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    task::{Context, Poll, Waker},
 };
 
 use quinn::{
@@ -61,10 +70,47 @@ struct Sock {
     buffers: (usize, usize),
 }
 
-/// The IPv4 socket and the optional IPv6 one.
+/// Names one extra socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ExtraId(u64);
+
+/// The extra sockets as one receive pass takes them.
+pub(crate) type ExtraSnapshot = Arc<Vec<(ExtraId, Arc<dyn AsyncUdpSocket>)>>;
+
+/// The extra sockets and the routes through them.
+#[derive(Default)]
+struct Extras {
+    socks: Vec<(ExtraId, Arc<Sock>)>,
+    /// The same, as receiving wants them: rebuilt on every change, so that a receive pass costs one
+    /// reference count, not a list.
+    snapshot: ExtraSnapshot,
+    /// Remote address -> the socket that reaches it.
+    routes: HashMap<SocketAddr, (ExtraId, Arc<Sock>)>,
+}
+
+impl Extras {
+    fn refresh_snapshot(&mut self) {
+        self.snapshot = Arc::new(
+            self.socks
+                .iter()
+                .map(|(id, sock)| (*id, Arc::clone(&sock.io)))
+                .collect(),
+        );
+    }
+}
+
+/// The IPv4 socket and the optional IPv6 one, and the extra IPv4 sockets of port prediction.
 pub(crate) struct UdpSockets {
     v4: Sock,
     v6: Option<Sock>,
+    extras: RwLock<Extras>,
+    /// Whether `extras` holds any socket (the hot paths skip its lock when not).
+    has_extras: AtomicBool,
+    /// Whether `extras` holds any route.
+    has_routes: AtomicBool,
+    next_extra: AtomicU64,
+    /// The waker of the last receive, woken when sockets are added (so that they are polled at once).
+    recv_waker: Mutex<Option<Waker>>,
 }
 
 impl fmt::Debug for UdpSockets {
@@ -96,7 +142,125 @@ impl UdpSockets {
                 Err(e) => return Err(e),
             },
         };
-        Ok(Self { v4, v6 })
+        Ok(Self {
+            v4,
+            v6,
+            extras: RwLock::default(),
+            has_extras: AtomicBool::new(false),
+            has_routes: AtomicBool::new(false),
+            next_extra: AtomicU64::new(0),
+            recv_waker: Mutex::new(None),
+        })
+    }
+
+    /// Opens an extra IPv4 socket on the main one's IP (any port), with the system's default buffers;
+    /// received from from now on.
+    pub(crate) fn open_extra(&self) -> Result<ExtraId, BindError> {
+        let sock = bind_with(SocketAddr::new(self.v4.local.ip(), 0), None)?;
+        let id = ExtraId(self.next_extra.fetch_add(1, Ordering::Relaxed));
+        let mut extras = self.extras.write().unwrap_or_else(PoisonError::into_inner);
+        extras.socks.push((id, Arc::new(sock)));
+        extras.refresh_snapshot();
+        self.has_extras.store(true, Ordering::Release);
+        drop(extras);
+        self.wake_receiver();
+        Ok(id)
+    }
+
+    /// Sends one datagram from extra socket `id`.
+    pub(crate) fn send_extra(
+        &self,
+        id: ExtraId,
+        dst: SocketAddr,
+        contents: &[u8],
+    ) -> io::Result<()> {
+        let extras = self.extras.read().unwrap_or_else(PoisonError::into_inner);
+        let (_, sock) = extras
+            .socks
+            .iter()
+            .find(|(i, _)| *i == id)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such extra socket"))?;
+        sock.side.send_to(contents, dst).map(|_| ())
+    }
+
+    /// From now on, everything to `remote` leaves through extra socket `id` (whose buffers grow to the
+    /// main sockets' size, as it may carry a connection). Returns whether `id` exists.
+    pub(crate) fn route_via(&self, id: ExtraId, remote: SocketAddr) -> bool {
+        let mut extras = self.extras.write().unwrap_or_else(PoisonError::into_inner);
+        let Some((_, sock)) = extras.socks.iter().find(|(i, _)| *i == id) else {
+            return false;
+        };
+        let sock = Arc::clone(sock);
+        let socket = socket2::SockRef::from(&sock.side);
+        socket.set_recv_buffer_size(SOCKET_BUFFER_SIZE).ok();
+        socket.set_send_buffer_size(SOCKET_BUFFER_SIZE).ok();
+        extras.routes.insert(remote, (id, sock));
+        self.has_routes.store(true, Ordering::Release);
+        true
+    }
+
+    /// Closes the extra sockets `ids` and drops the routes through them.
+    pub(crate) fn close_extras(&self, ids: &[ExtraId]) {
+        let mut extras = self.extras.write().unwrap_or_else(PoisonError::into_inner);
+        extras.socks.retain(|(id, _)| !ids.contains(id));
+        extras.routes.retain(|_, (id, _)| !ids.contains(id));
+        extras.refresh_snapshot();
+        self.has_extras
+            .store(!extras.socks.is_empty(), Ordering::Release);
+        self.has_routes
+            .store(!extras.routes.is_empty(), Ordering::Release);
+    }
+
+    /// How many extra sockets are open.
+    pub(crate) fn extra_count(&self) -> usize {
+        if !self.has_extras.load(Ordering::Acquire) {
+            return 0;
+        }
+        self.extras
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .socks
+            .len()
+    }
+
+    /// The extra socket that reaches `remote`, if one has a route to it.
+    fn route(&self, remote: &SocketAddr) -> Option<Arc<Sock>> {
+        if !self.has_routes.load(Ordering::Acquire) {
+            return None;
+        }
+        let extras = self.extras.read().unwrap_or_else(PoisonError::into_inner);
+        extras.routes.get(remote).map(|(_, sock)| Arc::clone(sock))
+    }
+
+    /// The extra sockets as they are now, for one pass of receiving.
+    pub(crate) fn extras_snapshot(&self) -> Option<ExtraSnapshot> {
+        if !self.has_extras.load(Ordering::Acquire) {
+            return None;
+        }
+        let extras = self.extras.read().unwrap_or_else(PoisonError::into_inner);
+        Some(Arc::clone(&extras.snapshot))
+    }
+
+    /// Remembers the receiving task's waker (only while extra sockets may be added).
+    pub(crate) fn note_recv_waker(&self, waker: &Waker) {
+        let mut slot = self
+            .recv_waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    fn wake_receiver(&self) {
+        let waker = self
+            .recv_waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// The local address of the IPv4 socket.
@@ -139,8 +303,43 @@ impl UdpSockets {
 
     /// Sends `transmit`'s contents (one datagram or a GSO batch) to `dst` on the socket of its family.
     /// `Err(WouldBlock)` when that socket's buffer is full; any other error is the system's.
+    ///
+    /// To an address with a route through an extra socket, it goes through that one; a full buffer there
+    /// is [`io::ErrorKind::Other`] (the datagram is dropped: quinn's write readiness covers only the main
+    /// sockets, so it must not wait for this one).
     pub(crate) fn send(&self, dst: SocketAddr, transmit: &Transmit<'_>) -> io::Result<()> {
         let dst = SocketAddr::new(dst.ip().to_canonical(), dst.port());
+        if let Some(extra) = self.route(&dst) {
+            let sent = extra.io.try_send(&Transmit {
+                destination: dst,
+                ecn: transmit.ecn,
+                contents: transmit.contents,
+                segment_size: transmit.segment_size,
+                src_ip: None,
+            });
+            return match sent {
+                // tokio has not seen the socket writable since (it was just opened, or was full):
+                // plain sends, one per segment, which fail only when the kernel's buffer is full.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let stride = transmit
+                        .segment_size
+                        .unwrap_or(transmit.contents.len())
+                        .max(1);
+                    transmit
+                        .contents
+                        .chunks(stride)
+                        .try_for_each(|segment| extra.side.send_to(segment, dst).map(|_| ()))
+                        .map_err(|e| {
+                            if e.kind() == io::ErrorKind::WouldBlock {
+                                io::Error::other("extra socket buffer full")
+                            } else {
+                                e
+                            }
+                        })
+                }
+                other => other,
+            };
+        }
         let sock = match dst {
             SocketAddr::V4(_) => &self.v4,
             SocketAddr::V6(_) => self
@@ -162,6 +361,9 @@ impl UdpSockets {
     /// Sends one datagram to `dst` (disco and STUN) with a plain non-blocking `send_to`.
     pub(crate) fn send_datagram(&self, dst: SocketAddr, contents: &[u8]) -> io::Result<()> {
         let dst = SocketAddr::new(dst.ip().to_canonical(), dst.port());
+        if let Some(extra) = self.route(&dst) {
+            return extra.side.send_to(contents, dst).map(|_| ());
+        }
         let sock = match dst {
             SocketAddr::V4(_) => &self.v4,
             SocketAddr::V6(_) => self
@@ -252,6 +454,21 @@ fn ipv6_missing(error: &io::Error) -> bool {
 }
 
 fn bind_one(addr: SocketAddr) -> Result<Sock, BindError> {
+    let sock = bind_with(addr, Some(SOCKET_BUFFER_SIZE))?;
+    debug!(
+        local = %sock.local,
+        requested = SOCKET_BUFFER_SIZE,
+        recv_buffer = sock.buffers.0,
+        send_buffer = sock.buffers.1,
+        gso_segments = sock.io.max_transmit_segments(),
+        gro_segments = sock.io.max_receive_segments(),
+        "UDP socket bound"
+    );
+    Ok(sock)
+}
+
+/// Binds a socket on `addr`, asking for `buffers` bytes each way (the system's default with `None`).
+fn bind_with(addr: SocketAddr, buffers: Option<usize>) -> Result<Sock, BindError> {
     let fail = |source: io::Error| {
         if source.kind() == io::ErrorKind::AddrInUse {
             BindError::AddrInUse { addr }
@@ -265,11 +482,13 @@ fn bind_one(addr: SocketAddr) -> Result<Sock, BindError> {
         socket.set_only_v6(true).map_err(fail)?;
     }
     // Ask for large buffers before binding; the kernel grants what its limits allow.
-    if let Err(error) = socket.set_recv_buffer_size(SOCKET_BUFFER_SIZE) {
-        debug!(%addr, %error, "cannot set the receive buffer size");
-    }
-    if let Err(error) = socket.set_send_buffer_size(SOCKET_BUFFER_SIZE) {
-        debug!(%addr, %error, "cannot set the send buffer size");
+    if let Some(size) = buffers {
+        if let Err(error) = socket.set_recv_buffer_size(size) {
+            debug!(%addr, %error, "cannot set the receive buffer size");
+        }
+        if let Err(error) = socket.set_send_buffer_size(size) {
+            debug!(%addr, %error, "cannot set the send buffer size");
+        }
     }
     socket.bind(&addr.into()).map_err(fail)?;
     socket.set_nonblocking(true).map_err(fail)?;
@@ -281,19 +500,84 @@ fn bind_one(addr: SocketAddr) -> Result<Sock, BindError> {
     let local = std_socket.local_addr().map_err(fail)?;
     let side = std_socket.try_clone().map_err(fail)?;
     let io = TokioRuntime.wrap_udp_socket(std_socket).map_err(fail)?;
-    debug!(
-        %local,
-        requested = SOCKET_BUFFER_SIZE,
-        recv_buffer = buffers.0,
-        send_buffer = buffers.1,
-        gso_segments = io.max_transmit_segments(),
-        gro_segments = io.max_receive_segments(),
-        "UDP socket bound"
-    );
     Ok(Sock {
         io,
         side,
         local,
         buffers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::Ipv4Addr, time::Duration};
+
+    use super::*;
+
+    fn recv_from(peer: &std::net::UdpSocket) -> (Vec<u8>, SocketAddr) {
+        let mut buf = [0u8; 64];
+        let (n, from) = peer
+            .recv_from(&mut buf)
+            .expect("a datagram within the timeout");
+        (buf[..n].to_vec(), from)
+    }
+
+    #[tokio::test]
+    async fn an_extra_socket_carries_what_is_routed_through_it() {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let udp = UdpSockets::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), None).unwrap();
+            let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let peer_addr = peer.local_addr().unwrap();
+            assert!(udp.extras_snapshot().is_none());
+
+            let id = udp.open_extra().unwrap();
+            assert_eq!(udp.extra_count(), 1);
+            udp.send_extra(id, peer_addr, b"probe").unwrap();
+            let (data, extra_addr) = recv_from(&peer);
+            assert_eq!(data, b"probe");
+            assert_ne!(extra_addr, udp.local_v4());
+            assert_eq!(extra_addr.ip(), udp.local_v4().ip());
+            let snapshot = udp.extras_snapshot().unwrap();
+            assert_eq!(snapshot.len(), 1);
+            assert_eq!(snapshot[0].0, id);
+
+            // No route yet: the main socket sends.
+            udp.send_datagram(peer_addr, b"main").unwrap();
+            assert_eq!(recv_from(&peer).1, udp.local_v4());
+
+            // Routed: disco and QUIC to that address leave through the extra socket.
+            assert!(udp.route_via(id, peer_addr));
+            udp.send_datagram(peer_addr, b"disco").unwrap();
+            assert_eq!(recv_from(&peer), (b"disco".to_vec(), extra_addr));
+            let transmit = Transmit {
+                destination: peer_addr,
+                ecn: None,
+                contents: b"quic",
+                segment_size: None,
+                src_ip: None,
+            };
+            udp.send(peer_addr, &transmit).unwrap();
+            assert_eq!(recv_from(&peer), (b"quic".to_vec(), extra_addr));
+            // Other addresses still use the main socket.
+            let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            other
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            udp.send_datagram(other.local_addr().unwrap(), b"x")
+                .unwrap();
+            assert_eq!(recv_from(&other).1, udp.local_v4());
+
+            // Closed: the route goes with it.
+            udp.close_extras(&[id]);
+            assert_eq!(udp.extra_count(), 0);
+            assert!(udp.extras_snapshot().is_none());
+            assert!(!udp.route_via(id, peer_addr));
+            udp.send_datagram(peer_addr, b"main again").unwrap();
+            assert_eq!(recv_from(&peer).1, udp.local_v4());
+            assert!(udp.send_extra(id, peer_addr, b"gone").is_err());
+        })
+        .await
+        .expect("test timed out");
+    }
 }

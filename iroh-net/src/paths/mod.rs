@@ -26,6 +26,21 @@
 //! trusted and the best one; a lower-latency path replaces it (IPv6 preferred when close). A trusted path
 //! carries traffic alone while traffic or pongs show it alive (see the `node` module); when it goes quiet
 //! the plan falls back to relay plus direct, then relay.
+//!
+//! Port prediction: between a node behind a hard NAT (a new random port for every destination: "symmetric")
+//! and one behind an easy NAT (one port for every destination) that filters by port, no round can work:
+//! neither knows a port of the other that lets it in. The driver tells the core what the net report found
+//! ([`Paths::set_nat`]) and call-me-maybe messages carry it ([`crate::disco::NatHint`]). When a round has
+//! found nothing for [`PathConfig::prediction_after`], the hard side asks its driver for
+//! [`PREDICTION_SOCKETS`] extra sockets that each ping the easy side's reflexive address
+//! ([`PathEvent::OpenPredictionSockets`]), each opening a mapping at a random port of the hard NAT, and then
+//! sends `Predict` through the relay; the easy side probes random ports of the hard side's IP, [`SPRAY_RATE`]
+//! per second for at most [`SPRAY_DURATION`] ([`SPRAY_MAX`] probes), and the first probe answered from a
+//! probed port is a trusted path. With 256 mappings among 64,512 ports, 1,500 probes find one 99.7% of the
+//! time, after about 175 at the median. Probes are sealed pings, sent only to an IP that is already one of
+//! the node's candidates, for a node active through the relay, one spray per node per [`SPRAY_COOLDOWN`]
+//! and at most [`MAX_SPRAYS`] at once. Two hard NATs stay relayed: with both sides' ports random, a hit
+//! would take hundreds of sockets on both.
 
 mod node;
 mod types;
@@ -39,7 +54,11 @@ use std::{
 use iroh_base::{NodeAddr, NodeId, RelayUrl};
 use rand::{SeedableRng, rngs::StdRng};
 
-use self::node::{Ctx, NodeState};
+pub use self::node::predict::{
+    MAX_SPRAYS, PREDICTION_INTERVAL, PREDICTION_SOCKET_LIFETIME, PREDICTION_SOCKETS,
+    SPRAY_COOLDOWN, SPRAY_DURATION, SPRAY_MAX, SPRAY_RATE, SPRAY_TICK,
+};
+use self::node::{Ctx, NodeState, predict::OwnNat};
 pub use self::types::{
     ConnectionType, DiscoTransmit, NodeInfo, PathEvent, PathInfo, SendAddr, SendPlan, Source, TxId,
 };
@@ -68,6 +87,10 @@ pub struct PathConfig {
     pub fast_probe_for: Duration,
     /// The probe interval for the rest of a round.
     pub slow_probe_interval: Duration,
+    /// Behind a hard NAT, towards a peer behind an easy one, a round that has found nothing for this
+    /// long starts port prediction (see the `predict` section above). Ordinary holepunching succeeds
+    /// within a few round trips when it can; between these two NATs it cannot.
+    pub prediction_after: Duration,
     /// How often all candidates are pinged while a trusted path exists, to find a better one.
     pub upgrade_interval: Duration,
     /// How long a ping waits for its pong.
@@ -104,6 +127,7 @@ impl Default for PathConfig {
             fast_probe_interval: Duration::from_millis(25),
             fast_probe_for: Duration::from_millis(500),
             slow_probe_interval: Duration::from_millis(100),
+            prediction_after: Duration::from_millis(300),
             upgrade_interval: Duration::from_secs(60),
             ping_timeout: Duration::from_secs(5),
             min_ping_interval: Duration::from_millis(500),
@@ -178,10 +202,12 @@ pub struct Paths {
     nodes: HashMap<NodeId, NodeState>,
     by_addr: HashMap<SocketAddr, NodeId>,
     own_addrs: Vec<SocketAddr>,
+    nat: OwnNat,
     rng: StdRng,
     transmits: VecDeque<DiscoTransmit>,
     events: VecDeque<PathEvent>,
     scratch: Vec<DiscoTransmit>,
+    scratch_events: Vec<PathEvent>,
 }
 
 impl Paths {
@@ -192,10 +218,12 @@ impl Paths {
             nodes: HashMap::new(),
             by_addr: HashMap::new(),
             own_addrs: Vec::new(),
+            nat: OwnNat::default(),
             rng: StdRng::seed_from_u64(seed),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             scratch: Vec::new(),
+            scratch_events: Vec::new(),
         }
     }
 
@@ -241,6 +269,42 @@ impl Paths {
             self.with_node(node, |state, cx| state.holepunch_now(now, cx));
             self.finish(now, node);
         }
+    }
+
+    /// What the net report found about our NAT: whether our IPv4 mapping varies by destination (`None`:
+    /// not measured) and our public IPv4 address. Call-me-maybe messages say so from now on, and port
+    /// prediction uses it: behind a hard NAT we ask easy peers to spray; behind an easy one we spray for
+    /// hard peers that ask.
+    pub fn set_nat(&mut self, mapping_varies: Option<bool>, public_v4: Option<SocketAddr>) {
+        self.nat = OwnNat {
+            mapping_varies,
+            public_v4: public_v4.filter(SocketAddr::is_ipv4),
+        };
+    }
+
+    /// Port prediction, hard side: the driver opened `opened` of the sockets an
+    /// [`PathEvent::OpenPredictionSockets`] asked for and pinged from each. Unless none opened, `node` is
+    /// told through its relay to probe our ports.
+    pub fn prediction_sockets_ready(&mut self, now: Instant, node: NodeId, opened: usize) {
+        if !self.nodes.contains_key(&node) {
+            return;
+        }
+        self.with_node(node, |state, cx| state.prediction_sockets_ready(opened, cx));
+        self.finish(now, node);
+    }
+
+    /// Port prediction, easy side: an authenticated `Predict` from `node` through the relay: our ports
+    /// are open towards you, probe `ip`. Sprays when it is sound (see the `predict` module's rules), at
+    /// most [`MAX_SPRAYS`] nodes at a time; otherwise ignored.
+    pub fn handle_predict(&mut self, now: Instant, node: NodeId, ip: std::net::IpAddr) {
+        let running = self.nodes.values().filter(|n| n.spraying()).count();
+        if running >= MAX_SPRAYS || !self.nodes.contains_key(&node) {
+            return;
+        }
+        self.with_node(node, |state, cx| {
+            state.handle_predict(now, ip.to_canonical(), cx);
+        });
+        self.finish(now, node);
     }
 
     /// The network changed (interfaces or addresses came or went) and `own_addrs` are our addresses now
@@ -326,7 +390,16 @@ impl Paths {
             return;
         };
         if state.handle_pong(now, from, tx_id, &self.config).is_none() {
-            return;
+            // Perhaps the answer to a probe of a spray.
+            let mut hit = false;
+            self.with_node(node, |state, cx| {
+                hit = state.handle_spray_pong(now, from, tx_id, cx).is_some();
+            });
+            if !hit {
+                self.scratch.clear();
+                self.scratch_events.clear();
+                return;
+            }
         }
         if let SendAddr::Udp(addr) = *from {
             self.by_addr.insert(addr, node);
@@ -338,16 +411,18 @@ impl Paths {
         self.finish(now, node);
     }
 
-    /// Handles an authenticated call-me-maybe from `node`, received through `relay`.
+    /// Handles an authenticated call-me-maybe from `node`, received through `relay`, with what it says
+    /// about its NAT.
     pub fn handle_call_me_maybe(
         &mut self,
         now: Instant,
         node: NodeId,
         relay: &RelayUrl,
         addrs: &[SocketAddr],
+        nat: crate::disco::NatHint,
     ) {
         self.with_node(node, |state, cx| {
-            state.handle_call_me_maybe(now, relay, addrs, cx);
+            state.handle_call_me_maybe(now, relay, addrs, nat, cx);
         });
         for addr in addrs {
             self.by_addr.entry(*addr).or_insert(node);
@@ -417,6 +492,7 @@ impl Paths {
     /// caller then calls [`Paths::finish`].
     fn with_node(&mut self, node: NodeId, f: impl FnOnce(&mut NodeState, &mut Ctx<'_>)) {
         let mut out = std::mem::take(&mut self.scratch);
+        let mut events = std::mem::take(&mut self.scratch_events);
         let state = self
             .nodes
             .entry(node)
@@ -425,15 +501,19 @@ impl Paths {
             config: &self.config,
             rng: &mut self.rng,
             own_addrs: &self.own_addrs,
+            nat: &self.nat,
             out: &mut out,
+            events: &mut events,
         };
         f(state, &mut cx);
         self.scratch = out;
+        self.scratch_events = events;
     }
 
     /// Moves what a node operation produced into the queues and reports a plan change.
     fn finish(&mut self, now: Instant, node: NodeId) {
         self.transmits.extend(self.scratch.drain(..));
+        self.events.extend(self.scratch_events.drain(..));
         if let Some(state) = self.nodes.get_mut(&node) {
             // Addresses the node gained (a pong from a new address, say) become known for demultiplexing.
             for addr in state.addrs() {

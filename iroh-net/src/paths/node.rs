@@ -36,19 +36,26 @@ use iroh_base::{NodeId, RelayUrl};
 use rand::RngCore;
 
 mod holepunch;
+pub(super) mod predict;
 
+use self::predict::{OwnNat, Prediction};
 use super::{
     PathConfig,
-    types::{ConnectionType, DiscoTransmit, NodeInfo, PathInfo, SendAddr, SendPlan, Source, TxId},
+    types::{
+        ConnectionType, DiscoTransmit, NodeInfo, PathEvent, PathInfo, SendAddr, SendPlan, Source,
+        TxId,
+    },
 };
 
 /// What node-level operations need from the table: settings, randomness for transaction ids, our own
-/// addresses for call-me-maybe, and the queue of transmits.
+/// addresses and NAT for call-me-maybe, and the queues of transmits and events.
 pub(super) struct Ctx<'a> {
     pub(super) config: &'a PathConfig,
     pub(super) rng: &'a mut dyn RngCore,
     pub(super) own_addrs: &'a [SocketAddr],
+    pub(super) nat: &'a OwnNat,
     pub(super) out: &'a mut Vec<DiscoTransmit>,
+    pub(super) events: &'a mut Vec<PathEvent>,
 }
 
 /// A candidate direct path.
@@ -132,6 +139,8 @@ pub(super) struct NodeState {
     last_sent: Option<Instant>,
     /// The plan last reported, to report changes only.
     plan: SendPlan,
+    /// Port prediction (see the `predict` module).
+    predict: Prediction,
 }
 
 impl NodeState {
@@ -153,6 +162,7 @@ impl NodeState {
             last_full_ping: None,
             last_sent: None,
             plan: SendPlan::default(),
+            predict: Prediction::default(),
         }
     }
 
@@ -333,15 +343,17 @@ impl NodeState {
         Some(())
     }
 
-    /// Adds the addresses of a call-me-maybe and pings them all now.
+    /// Adds the addresses of a call-me-maybe (and notes its NAT hint) and pings them all now.
     pub(super) fn handle_call_me_maybe(
         &mut self,
         now: Instant,
         relay: &RelayUrl,
         addrs: &[SocketAddr],
+        nat: crate::disco::NatHint,
         cx: &mut Ctx<'_>,
     ) {
         let config = cx.config;
+        self.set_peer_nat(nat);
         if self.relay_url.is_none() {
             self.relay_url = Some(relay.clone());
             self.relay_source = Some(Source::CallMeMaybe);
@@ -357,6 +369,7 @@ impl NodeState {
     pub(super) fn maintain(&mut self, now: Instant, cx: &mut Ctx<'_>) {
         let config = cx.config;
         self.expire_pings(now, config);
+        self.pace_spray(now, cx);
         if !self.is_active(now, config) {
             return;
         }
@@ -449,6 +462,7 @@ impl NodeState {
                 node: self.node_id,
                 relay: relay.clone(),
                 addrs: cx.own_addrs.to_vec(),
+                nat: cx.nat.hint(),
             });
         }
     }
@@ -623,6 +637,9 @@ impl NodeState {
         }
         for ping in self.pings.values() {
             consider(ping.at + config.ping_timeout);
+        }
+        if let Some(at) = self.next_spray_timeout() {
+            consider(at);
         }
         if self.is_active(now, config) {
             if let Some(at) = self.last_activity {

@@ -1,6 +1,7 @@
 //! Path selection under a virtual clock: two cores talk through a simulated network with latency, loss and
 //! links that can be cut, and a relay. No sleeps: time jumps from event to event.
 
+mod predict;
 mod sim;
 
 use std::time::Duration;
@@ -477,7 +478,7 @@ mod unit {
         let b = node(2);
         let relay = relay();
         let addrs: Vec<SocketAddr> = (1..=100).map(v4).collect();
-        paths.handle_call_me_maybe(now, b, &relay, &addrs);
+        paths.handle_call_me_maybe(now, b, &relay, &addrs, crate::disco::NatHint::default());
         let info = paths.node_info(now, &b).unwrap();
         assert_eq!(info.paths.len(), PathConfig::default().max_paths);
         assert_eq!(info.relay_url, Some(relay));
@@ -664,7 +665,13 @@ mod call_me_maybe {
         let now = Instant::now();
         let mut paths = Paths::new(PathConfig::default(), 1);
         paths.set_own_addrs(now, vec![v4(7)]);
-        paths.handle_call_me_maybe(now, node(2), &relay(), &[v4(1), v4(2)]);
+        paths.handle_call_me_maybe(
+            now,
+            node(2),
+            &relay(),
+            &[v4(1), v4(2)],
+            crate::disco::NatHint::default(),
+        );
         let out = drain(&mut paths);
         let pinged: Vec<SocketAddr> = out
             .iter()
@@ -687,7 +694,13 @@ mod call_me_maybe {
         assert_eq!(asked(&out), 1, "a call-me-maybe back: {out:?}");
         // The peer answers ours with its own: no call-me-maybe loop, but its addresses are pinged.
         let later = now + Duration::from_millis(60);
-        paths.handle_call_me_maybe(later, node(2), &relay(), &[v4(1), v4(3)]);
+        paths.handle_call_me_maybe(
+            later,
+            node(2),
+            &relay(),
+            &[v4(1), v4(3)],
+            crate::disco::NatHint::default(),
+        );
         let out = drain(&mut paths);
         assert_eq!(asked(&out), 0, "{out:?}");
         assert!(out.iter().any(

@@ -1,7 +1,11 @@
 //! The vocabulary of the path core: where an address came from, where packets go, what the core asks its
 //! driver to send, and what it reports.
 
-use std::{fmt, net::SocketAddr, time::Duration};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use iroh_base::{NodeId, RelayUrl};
 
@@ -118,6 +122,18 @@ pub enum DiscoTransmit {
         relay: RelayUrl,
         /// Our candidate addresses.
         addrs: Vec<SocketAddr>,
+        /// What we know of our NAT.
+        nat: crate::disco::NatHint,
+    },
+    /// Tell the node, through its relay, that our prediction sockets are open: it should probe random
+    /// ports of `ip` (see port prediction in [`crate::paths`]).
+    Predict {
+        /// The node to tell.
+        node: NodeId,
+        /// Its relay.
+        relay: RelayUrl,
+        /// Our public IP.
+        ip: IpAddr,
     },
 }
 
@@ -137,6 +153,28 @@ pub enum PathEvent {
         node: NodeId,
         /// The address it saw.
         addr: SocketAddr,
+    },
+    /// Port prediction, hard side: open `count` extra UDP sockets and send one ping (any transaction id)
+    /// from each to `dst`, then call [`Paths::prediction_sockets_ready`](crate::paths::Paths::prediction_sockets_ready).
+    /// Keep them open for [`PREDICTION_SOCKET_LIFETIME`](crate::paths::PREDICTION_SOCKET_LIFETIME); the
+    /// first on which an authenticated disco message from `node` arrives carries everything to `node`'s
+    /// address from then on, and the others close.
+    OpenPredictionSockets {
+        /// The node on the other side.
+        node: NodeId,
+        /// Its reflexive address, where the pings go.
+        dst: SocketAddr,
+        /// How many sockets.
+        count: usize,
+    },
+    /// Port prediction, easy side: a spray of probes ended.
+    SprayEnded {
+        /// The node sprayed.
+        node: NodeId,
+        /// How many probes went out.
+        probes: usize,
+        /// The address that answered, if one did.
+        hit: Option<SocketAddr>,
     },
 }
 

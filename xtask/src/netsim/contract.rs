@@ -151,6 +151,9 @@ pub(crate) struct QuicFigures {
     /// How often the path changed between direct and relay after the first.
     #[serde(default)]
     pub(crate) path_changes: Option<u32>,
+    /// Port prediction's packets on the fetcher's side (sockets opened, probes sprayed).
+    #[serde(default)]
+    pub(crate) prediction_packets: Option<u64>,
 }
 
 impl FetchResult {

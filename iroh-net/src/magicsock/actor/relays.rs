@@ -218,6 +218,7 @@ fn handle_datagrams(sock: &MagicSock, url: &RelayUrl, src: NodeId, datagrams: Da
                 sock.to_actor(ActorMsg::Disco {
                     src: SendAddr::Relay(url.clone()),
                     relay_src: Some(src),
+                    via: None,
                     packet: datagram,
                 });
             }

@@ -52,6 +52,8 @@ impl Actor {
                         self.set_home(preferred);
                     }
                     self.maybe_enable_port_mapping(report.global_v4);
+                    self.paths
+                        .set_nat(report.mapping_varies_by_dest_v4, report.global_v4);
                     self.refresh_own_addrs();
                 }
             }
@@ -116,6 +118,7 @@ impl Actor {
         if let Some(reporter) = &mut self.reporter {
             reporter.request_report(now, ReportReason::NetworkChanged);
         }
+        self.close_predictions();
         for conn in self.relays.values() {
             conn.slot.sender.check_connection();
         }

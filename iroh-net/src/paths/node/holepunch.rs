@@ -21,6 +21,7 @@ impl NodeState {
         if let Some(started) = self.round_started {
             if now < started + config.holepunch_round {
                 self.pace_round(now, started, cx);
+                self.maybe_predict(now, started, cx);
                 return;
             }
             self.round_started = None;
@@ -142,7 +143,15 @@ impl NodeState {
                     .map(|at| at + interval)
                     .min();
                 let end = started + config.holepunch_round;
-                Some(next_ping.map_or(end, |p| p.min(end)))
+                let predict = self
+                    .next_predict_timeout(started, config)
+                    .filter(|at| *at > now);
+                Some(
+                    [next_ping, predict]
+                        .into_iter()
+                        .flatten()
+                        .fold(end, Instant::min),
+                )
             }
             Some(started) => Some(started + config.holepunch_round),
             None => self

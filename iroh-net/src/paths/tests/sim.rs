@@ -366,7 +366,13 @@ impl Sim {
             Msg::Ping(tx_id) => core.handle_ping(now, sender, &from, tx_id),
             Msg::Pong(tx_id, observed) => core.handle_pong(now, sender, &from, tx_id, observed),
             Msg::CallMeMaybe(addrs) => {
-                core.handle_call_me_maybe(now, sender, &self.relay.clone(), &addrs);
+                core.handle_call_me_maybe(
+                    now,
+                    sender,
+                    &self.relay.clone(),
+                    &addrs,
+                    crate::disco::NatHint::default(),
+                );
             }
             Msg::Quic => core.note_received(now, sender, sender_addr, now),
         }
@@ -427,6 +433,9 @@ impl Sim {
             DiscoTransmit::CallMeMaybe { relay, addrs, .. } => {
                 (SendAddr::Relay(relay), Msg::CallMeMaybe(addrs))
             }
+            // This simulator's nodes know nothing of their NATs, so they never predict (the `predict`
+            // tests have a model of their own).
+            DiscoTransmit::Predict { .. } => return,
         };
         let relay_from = SocketAddr::from(([0, 0, 0, 0], 0));
         let (via_relay, latency, from) = match dst {

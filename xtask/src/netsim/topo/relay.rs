@@ -35,6 +35,12 @@ impl Topology<'_> {
         SocketAddr::from((RELAY_IP, STUN_PORT))
     }
 
+    /// The relay's second STUN address (RFC 5780 OTHER-ADDRESS), from which nodes tell whether their
+    /// NAT's mapping varies by destination.
+    pub(crate) fn relay_stun_alt(&self) -> SocketAddr {
+        SocketAddr::from((RELAY_IP, STUN_PORT + 1))
+    }
+
     /// The namespace of the relay (plain veth link: a baseline for measurements).
     pub(crate) fn relay_ns(&self) -> &str {
         &self.relay_ns
@@ -55,8 +61,9 @@ impl Topology<'_> {
             self.dns_server()
         );
         let config = format!(
-            "relay_bind = \"{tcp}\"\nhostname = \"{RELAY_IP}\"\nstun_bind = \"{}\"\nshutdown_timeout_secs = 1\n{tls}{discovery}",
-            self.relay_stun()
+            "relay_bind = \"{tcp}\"\nhostname = \"{RELAY_IP}\"\nstun_bind = \"{}\"\nstun_alt_bind = \"{}\"\nshutdown_timeout_secs = 1\n{tls}{discovery}",
+            self.relay_stun(),
+            self.relay_stun_alt()
         );
         std::fs::write(&self.relay_config, config)
             .map_err(|e| format!("cannot write {}: {e}", self.relay_config.display()))?;
