@@ -2,7 +2,7 @@
 //! large buffers and wrapped by quinn's tokio runtime so that quinn-udp does GSO, GRO and ECN on them.
 //!
 //! Port prediction adds *extra* IPv4 sockets (see [`crate::paths`]): the hard side of an attempt opens a
-//! few hundred ([`UdpSockets::open_extra`]), all received from like the main ones; the one a peer's probe
+//! few hundred ([`UdpSockets::open_extras`]), all received from like the main ones; the one a peer's probe
 //! reaches gets a route ([`UdpSockets::route_via`]): everything to that peer address leaves through it
 //! from then on, since only its NAT mapping lets the peer's packets in. The rest close.
 
@@ -153,18 +153,38 @@ impl UdpSockets {
         })
     }
 
-    /// Opens an extra IPv4 socket on the main one's IP (any port), with the system's default buffers;
-    /// received from from now on.
-    pub(crate) fn open_extra(&self) -> Result<ExtraId, BindError> {
-        let sock = bind_with(SocketAddr::new(self.v4.local.ip(), 0), None)?;
-        let id = ExtraId(self.next_extra.fetch_add(1, Ordering::Relaxed));
+    /// Opens up to `count` extra IPv4 sockets on the main one's IP (any port), with the system's default
+    /// buffers, received from from now on. Each holds two descriptors (see [`Sock`]). Stops at the first
+    /// that cannot be bound (out of descriptors, typically), returning those opened and that error.
+    pub(crate) fn open_extras(&self, count: usize) -> (Vec<ExtraId>, Option<BindError>) {
+        let mut opened = Vec::with_capacity(count);
+        let mut error = None;
+        for _ in 0..count {
+            match bind_with(SocketAddr::new(self.v4.local.ip(), 0), None) {
+                Ok(sock) => opened.push(sock),
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if opened.is_empty() {
+            return (Vec::new(), error);
+        }
         let mut extras = self.extras.write().unwrap_or_else(PoisonError::into_inner);
-        extras.socks.push((id, Arc::new(sock)));
+        let ids: Vec<ExtraId> = opened
+            .into_iter()
+            .map(|sock| {
+                let id = ExtraId(self.next_extra.fetch_add(1, Ordering::Relaxed));
+                extras.socks.push((id, Arc::new(sock)));
+                id
+            })
+            .collect();
         extras.refresh_snapshot();
         self.has_extras.store(true, Ordering::Release);
         drop(extras);
         self.wake_receiver();
-        Ok(id)
+        (ids, error)
     }
 
     /// Sends one datagram from extra socket `id`.
@@ -241,7 +261,7 @@ impl UdpSockets {
         Some(Arc::clone(&extras.snapshot))
     }
 
-    /// Remembers the receiving task's waker (only while extra sockets may be added).
+    /// Remembers the receiving task's waker, so that opening extra sockets can wake it.
     pub(crate) fn note_recv_waker(&self, waker: &Waker) {
         let mut slot = self
             .recv_waker
@@ -531,7 +551,9 @@ mod tests {
             let peer_addr = peer.local_addr().unwrap();
             assert!(udp.extras_snapshot().is_none());
 
-            let id = udp.open_extra().unwrap();
+            let (ids, error) = udp.open_extras(1);
+            assert!(error.is_none());
+            let id = ids[0];
             assert_eq!(udp.extra_count(), 1);
             udp.send_extra(id, peer_addr, b"probe").unwrap();
             let (data, extra_addr) = recv_from(&peer);

@@ -38,8 +38,8 @@
 //! per second for at most [`SPRAY_DURATION`] ([`SPRAY_MAX`] probes), and the first probe answered from a
 //! probed port is a trusted path. With 256 mappings among 64,512 ports, 1,500 probes find one 99.7% of the
 //! time, after about 175 at the median. Probes are sealed pings, sent only to an IP that is already one of
-//! the node's candidates, for a node active through the relay, one spray per node per [`SPRAY_COOLDOWN`]
-//! and at most [`MAX_SPRAYS`] at once. Two hard NATs stay relayed: with both sides' ports random, a hit
+//! the node's candidates and public, for a node active through the relay that said it is hard, one spray
+//! per node per [`SPRAY_COOLDOWN`], at most [`MAX_SPRAYS`] at once and [`SPRAY_BUDGET`] a minute. Two hard NATs stay relayed: with both sides' ports random, a hit
 //! would take hundreds of sockets on both.
 
 mod node;
@@ -55,7 +55,7 @@ use iroh_base::{NodeAddr, NodeId, RelayUrl};
 use rand::{SeedableRng, rngs::StdRng};
 
 pub use self::node::predict::{
-    MAX_SPRAYS, PREDICTION_INTERVAL, PREDICTION_SOCKET_LIFETIME, PREDICTION_SOCKETS,
+    MAX_SPRAYS, PREDICTION_INTERVAL, PREDICTION_SOCKET_LIFETIME, PREDICTION_SOCKETS, SPRAY_BUDGET,
     SPRAY_COOLDOWN, SPRAY_DURATION, SPRAY_MAX, SPRAY_RATE, SPRAY_TICK,
 };
 use self::node::{Ctx, NodeState, predict::OwnNat};
@@ -208,6 +208,8 @@ pub struct Paths {
     events: VecDeque<PathEvent>,
     scratch: Vec<DiscoTransmit>,
     scratch_events: Vec<PathEvent>,
+    /// When the sprays of the last minute started (at most [`SPRAY_BUDGET`]).
+    spray_starts: VecDeque<Instant>,
 }
 
 impl Paths {
@@ -224,6 +226,7 @@ impl Paths {
             events: VecDeque::new(),
             scratch: Vec::new(),
             scratch_events: Vec::new(),
+            spray_starts: VecDeque::new(),
         }
     }
 
@@ -295,15 +298,29 @@ impl Paths {
 
     /// Port prediction, easy side: an authenticated `Predict` from `node` through the relay: our ports
     /// are open towards you, probe `ip`. Sprays when it is sound (see the `predict` module's rules), at
-    /// most [`MAX_SPRAYS`] nodes at a time; otherwise ignored.
+    /// most [`MAX_SPRAYS`] nodes at a time and [`SPRAY_BUDGET`] sprays a minute; otherwise ignored.
     pub fn handle_predict(&mut self, now: Instant, node: NodeId, ip: std::net::IpAddr) {
+        while self
+            .spray_starts
+            .front()
+            .is_some_and(|at| now >= *at + Duration::from_secs(60))
+        {
+            self.spray_starts.pop_front();
+        }
         let running = self.nodes.values().filter(|n| n.spraying()).count();
-        if running >= MAX_SPRAYS || !self.nodes.contains_key(&node) {
+        if running >= MAX_SPRAYS
+            || self.spray_starts.len() >= SPRAY_BUDGET
+            || !self.nodes.contains_key(&node)
+        {
             return;
         }
+        let mut started = false;
         self.with_node(node, |state, cx| {
-            state.handle_predict(now, ip.to_canonical(), cx);
+            started = state.handle_predict(now, ip.to_canonical(), cx);
         });
+        if started {
+            self.spray_starts.push_back(now);
+        }
         self.finish(now, node);
     }
 

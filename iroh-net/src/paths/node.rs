@@ -422,6 +422,8 @@ impl NodeState {
     /// interval: a flapping interface must not turn into a ping storm).
     pub(super) fn network_changed(&mut self, now: Instant, cx: &mut Ctx<'_>) {
         self.pings.clear();
+        // A spray's probes left from the old network: their answers prove nothing now.
+        self.end_spray(None, cx);
         self.failed_rounds = 0;
         if self.is_active(now, cx.config) {
             let force = self

@@ -4,8 +4,8 @@
 //!
 //! Sockets of an attempt close when a probe reaches one of them (all but that one), after
 //! [`PREDICTION_SOCKET_LIFETIME`], on a new attempt towards the same node, and on a network change. A
-//! socket that won stays as long as its route: at most [`MAX_WINNERS`] (the oldest closes first) and
-//! until the network changes.
+//! socket that won stays as long as its route: until a later win for the same node replaces it, the
+//! network changes, or [`MAX_WINNERS`] newer ones push it out (the oldest closes first).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -28,9 +28,10 @@ use crate::{
 /// relay and holepunches again).
 pub(super) const MAX_WINNERS: usize = 32;
 
-/// The most attempts with open sockets at once (so at most 512 extra descriptors while attempts run); a
-/// node asking beyond it tries again at its next round after the prediction interval.
-pub(super) const MAX_ATTEMPTS: usize = 2;
+/// The most attempts with open sockets at once: one, so an attempt holds at most 512 extra descriptors
+/// (two per socket) for at most its lifetime; a node asking meanwhile tries again at a round after the
+/// prediction interval.
+pub(super) const MAX_ATTEMPTS: usize = 1;
 
 /// One attempt's open sockets.
 #[derive(Debug)]
@@ -74,6 +75,7 @@ impl Actor {
         }
         let node_id = self.node_id;
         let Some(secret) = self.secret(node) else {
+            self.paths.prediction_sockets_ready(now, node, 0);
             return;
         };
         let pings: Vec<Vec<u8>> = (0..count)
@@ -84,21 +86,12 @@ impl Actor {
                 disco::seal(&ping, &node_id, secret)
             })
             .collect();
-        let mut sockets = Vec::with_capacity(count);
-        let mut failure = None;
-        for packet in pings {
-            let id = match self.sock.udp.open_extra() {
-                Ok(id) => id,
-                Err(error) => {
-                    // Out of descriptors, typically: go with what opened.
-                    failure = Some(error);
-                    break;
-                }
-            };
-            if let Err(error) = self.sock.udp.send_extra(id, dst, &packet) {
+        // Out of descriptors, typically, stops the opening: go with what opened.
+        let (sockets, failure) = self.sock.udp.open_extras(count);
+        for (id, packet) in sockets.iter().zip(pings) {
+            if let Err(error) = self.sock.udp.send_extra(*id, dst, &packet) {
                 trace!(%dst, %error, "prediction ping failed");
             }
-            sockets.push(id);
         }
         debug!(
             target: "iroh::_events::predict::sockets",
@@ -149,6 +142,17 @@ impl Actor {
             remote = %src,
         );
         inc(&self.sock.metrics.predict_hits);
+        // An earlier win for this node (its path died and was predicted again) is no longer used.
+        let (old, kept): (VecDeque<_>, VecDeque<_>) = self
+            .predictions
+            .winners
+            .drain(..)
+            .partition(|(n, _, _)| *n == node);
+        self.predictions.winners = kept;
+        let old: Vec<ExtraId> = old.into_iter().map(|(_, id, _)| id).collect();
+        if !old.is_empty() {
+            self.sock.udp.close_extras(&old);
+        }
         self.predictions.winners.push_back((node, via, src));
         while self.predictions.winners.len() > MAX_WINNERS {
             if let Some((_, id, _)) = self.predictions.winners.pop_front() {

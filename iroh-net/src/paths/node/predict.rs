@@ -23,10 +23,13 @@
 //!
 //! With 256 mappings among 64,512 ports, 1,500 probes hit one with probability 1 - (1 - 256/64512)^1500 =
 //! 99.7%, after about 175 probes (0.35 s) at the median. Every probe is a sealed disco ping, so nothing but
-//! the two nodes can use the openings, and the easy side sprays only towards an IP that is already one of
-//! the node's candidates, for a node it is talking to through the relay, at most once per
-//! [`SPRAY_COOLDOWN`] and [`MAX_SPRAYS`] nodes at a time: no node can turn another into a scanner. Two hard
-//! NATs cannot meet this way (both sides' ports random: the hit rate would need hundreds of sockets on
+//! the two nodes can use the openings. The easy side sprays only for a node it is talking to through the
+//! relay and that said it is hard, towards an IP that is one of that node's candidates and public (not
+//! loopback, private, shared or link-local: see [`sprayable`]), at most once per node per
+//! [`SPRAY_COOLDOWN`], [`MAX_SPRAYS`] nodes at a time, and [`SPRAY_BUDGET`] sprays per minute in all. A
+//! peer can still name any public IP as its own and so aim one spray at it; those limits bound what that
+//! costs (at most 9,000 probes a minute from one endpoint, each a sealed ping no one else can read). Two
+//! hard NATs cannot meet this way (both sides' ports random: the hit rate would need hundreds of sockets on
 //! both sides), so a hard side asks only a peer that says it is easy.
 
 use std::{
@@ -58,6 +61,8 @@ pub const SPRAY_TICK: Duration = Duration::from_millis(10);
 pub const SPRAY_COOLDOWN: Duration = Duration::from_secs(5);
 /// The most nodes sprayed at once.
 pub const MAX_SPRAYS: usize = 4;
+/// The most sprays started per minute, over all nodes.
+pub const SPRAY_BUDGET: usize = 6;
 /// The least time between two prediction attempts of the hard side towards one node.
 pub const PREDICTION_INTERVAL: Duration = Duration::from_secs(10);
 /// How long the hard side keeps the extra sockets of an attempt open waiting for a probe: the spray's
@@ -65,6 +70,25 @@ pub const PREDICTION_INTERVAL: Duration = Duration::from_secs(10);
 pub const PREDICTION_SOCKET_LIFETIME: Duration = Duration::from_secs(5);
 /// The ports a NAT maps to (and so the ports sprayed): 1024 and up.
 const FIRST_PORT: u16 = 1024;
+
+/// Whether `ip` may be probed or pinged for prediction: IPv4 outside the ranges no NAT's public side
+/// uses (loopback, unspecified, link-local, multicast, broadcast, the private and shared ranges of
+/// RFC 1918 and RFC 6598). A peer cannot point our probes at our own networks.
+pub(in crate::paths) fn sprayable(ip: IpAddr) -> bool {
+    let IpAddr::V4(v4) = ip.to_canonical() else {
+        return false;
+    };
+    let [a, b, ..] = v4.octets();
+    let shared = a == 100 && (64..128).contains(&b);
+    !(v4.is_loopback()
+        || v4.is_unspecified()
+        || v4.is_link_local()
+        || v4.is_multicast()
+        || v4.is_broadcast()
+        || v4.is_private()
+        || shared
+        || a == 0)
+}
 
 /// What we know about our own NAT, from the net report.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -147,7 +171,7 @@ impl NodeState {
         if !cx.nat.is_hard()
             || cx.nat.public_v4.is_none()
             || self.predict.peer.mapping_varies
-            || !reflexive.is_ipv4()
+            || !sprayable(reflexive.ip())
             || self.relay_url.is_none()
             || now < started + config.prediction_after
             || asked_this_round
@@ -193,7 +217,8 @@ impl NodeState {
             .last_spray
             .is_some_and(|at| now < at + SPRAY_COOLDOWN);
         if cx.nat.mapping_varies != Some(false)
-            || !ip.is_ipv4()
+            || !self.predict.peer.mapping_varies
+            || !sprayable(ip)
             || !known_ip
             || !self.is_active(now, config)
             || self.trusted_best(now, config).is_some()
@@ -258,7 +283,7 @@ impl NodeState {
         spray.last_tick = now;
     }
 
-    fn end_spray(&mut self, hit: Option<SocketAddr>, cx: &mut Ctx<'_>) {
+    pub(in crate::paths) fn end_spray(&mut self, hit: Option<SocketAddr>, cx: &mut Ctx<'_>) {
         if let Some(spray) = self.predict.spray.take() {
             cx.events.push(PathEvent::SprayEnded {
                 node: self.node_id,
@@ -296,7 +321,7 @@ impl NodeState {
             },
         );
         if let Some(path) = self.paths.get_mut(src) {
-            path.last_ping_sent = Some(sent_at);
+            path.last_ping_sent = Some(path.last_ping_sent.map_or(sent_at, |at| at.max(sent_at)));
         }
         self.handle_pong(now, from, tx_id, cx.config)?;
         self.end_spray(Some(*src), cx);

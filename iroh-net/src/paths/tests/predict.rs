@@ -539,3 +539,81 @@ fn a_symmetric_nat_meets_a_port_restricted_one_by_prediction() {
     assert!(median < Duration::from_millis(1500), "median {median:?}");
     assert!(max_packets < 2000, "{max_packets} probe packets");
 }
+
+/// An easy side whose hard peer `n` (a call-me-maybe saying so) listed `addrs`.
+fn easy_with(now: Instant, paths: &mut Paths, n: u8, addrs: &[SocketAddr], hard: bool) {
+    paths.handle_call_me_maybe(
+        now,
+        id(n),
+        &relay(),
+        addrs,
+        NatHint {
+            mapping_varies: hard,
+            reflexive: None,
+        },
+    );
+    paths.note_activity(now, id(n));
+}
+
+#[test]
+fn a_peer_cannot_aim_a_spray_at_our_networks_or_without_being_hard() {
+    let now = Instant::now();
+    let mut easy = Paths::new(PathConfig::default(), 3);
+    easy.set_nat(Some(false), Some(easy_public()));
+    let private: [SocketAddr; 5] = [
+        "10.1.2.3:7".parse().unwrap(),
+        "192.168.1.1:7".parse().unwrap(),
+        "127.0.0.1:7".parse().unwrap(),
+        "100.64.0.9:7".parse().unwrap(),
+        "169.254.1.1:7".parse().unwrap(),
+    ];
+    easy_with(now, &mut easy, 1, &private, true);
+    drain(&mut easy);
+    for addr in private {
+        easy.handle_predict(now, id(1), addr.ip());
+        assert!(spray_pings(&drain(&mut easy).0).is_empty(), "{addr}");
+        assert!(drain(&mut easy).0.is_empty(), "{addr}");
+    }
+    // A public candidate, but the node never said it is hard.
+    easy_with(now, &mut easy, 2, &[hard_public()], false);
+    drain(&mut easy);
+    easy.handle_predict(now, id(2), IpAddr::V4(HARD_IP));
+    assert!(spray_pings(&drain(&mut easy).0).is_empty());
+}
+
+#[test]
+fn sprays_are_budgeted_over_all_nodes_and_end_on_a_network_change() {
+    let start = Instant::now();
+    let mut easy = Paths::new(PathConfig::default(), 4);
+    easy.set_nat(Some(false), Some(easy_public()));
+    let mut started = 0;
+    // Ten hard nodes ask one after another, each after the previous spray ended.
+    let mut now = start;
+    for n in 10..20u8 {
+        easy_with(now, &mut easy, n, &[hard_public()], true);
+        drain(&mut easy);
+        easy.handle_predict(now, id(n), IpAddr::V4(HARD_IP));
+        if !spray_pings(&drain(&mut easy).0).is_empty() {
+            started += 1;
+        }
+        let until = now + Duration::from_secs(4);
+        run(&mut easy, &mut now, until);
+    }
+    assert_eq!(started, crate::paths::SPRAY_BUDGET, "in 40 s");
+    // A minute later the budget is back.
+    now = start + Duration::from_secs(100);
+    easy_with(now, &mut easy, 30, &[hard_public()], true);
+    drain(&mut easy);
+    easy.handle_predict(now, id(30), IpAddr::V4(HARD_IP));
+    assert!(!spray_pings(&drain(&mut easy).0).is_empty());
+    // The network changes mid-spray: it ends, and its probes' answers no longer count.
+    easy.network_changed(now, vec![easy_public()]);
+    let (_, events) = drain(&mut easy);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, PathEvent::SprayEnded { hit: None, .. }))
+    );
+    let (transmits, _) = run(&mut easy, &mut now, start + Duration::from_secs(101));
+    assert!(spray_pings(&transmits).is_empty());
+}
