@@ -81,6 +81,13 @@ async fn routes(mode: Mode) {
         http_request(&transport, "POST", "/ping", "Content-Length: 0\r\n").await;
     assert_eq!(status, 405);
     assert_eq!(header(&head, "allow"), Some("GET, HEAD"));
+    // Issue 16: HEAD /relay got 405 with `Allow: GET, HEAD`; only GET upgrades.
+    for method in ["HEAD", "POST"] {
+        let (status, head, _) =
+            http_request(&transport, method, "/relay", "Content-Length: 0\r\n").await;
+        assert_eq!(status, 405, "{method}");
+        assert_eq!(header(&head, "allow"), Some("GET"), "{method}");
+    }
     server.shutdown().await;
 }
 

@@ -442,6 +442,45 @@ async fn rate_limited_client_is_told_and_dropped_tls() {
     timed(rate_limited(Mode::Tls)).await;
 }
 
+/// Issue 16: only datagrams and pings were charged to the rate limit, so a flood of keepalives or of
+/// frames of unknown types held a server core busy and was never told off.
+#[tokio::test]
+async fn keepalive_and_unknown_floods_are_rate_limited() {
+    timed(async {
+        let limits = Limits::default().with_rate_limit(Some(RateLimit::new(100_000, 100_000)));
+        let server = spawn(Mode::Plain, ServerConfig::dev().with_limits(limits)).await;
+        let transport = Transport::for_server(&server);
+        for unknown in [false, true] {
+            let mut a = TestClient::connect_new(&transport).await;
+            // 300 KB of frames that carry nothing: three times the burst.
+            for i in 0..60_000u32 {
+                let frame = if unknown && i % 1000 == 0 {
+                    Frame::Unknown {
+                        typ: 200,
+                        body: vec![0u8; 5_000].into(),
+                    }
+                } else {
+                    Frame::KeepAlive
+                };
+                a.writer.queue(&frame).await.unwrap();
+            }
+            a.writer.flush().await.unwrap();
+            assert!(
+                matches!(
+                    a.next_frame().await,
+                    Some(Frame::Status {
+                        code: StatusCode::RateLimited,
+                        ..
+                    })
+                ),
+                "unknown frames: {unknown}"
+            );
+        }
+        server.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn slow_receiver_blocks_nobody() {
     timed(async {

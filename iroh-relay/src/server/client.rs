@@ -343,8 +343,9 @@ impl ReadState<'_> {
     /// Handles one frame from the client.
     fn handle(&mut self, frame: Frame, now: std::time::Instant) -> Result<(), End> {
         let metrics = &self.ctx.metrics;
+        // Every frame is charged, whatever its type: a flood of keepalives or unknown frames costs the
+        // server as much to read as one of datagrams.
         if let Some(bucket) = &mut self.bucket
-            && matches!(frame, Frame::SendDatagrams { .. } | Frame::Ping(_))
             && let Admission::Drop { notify } = bucket.admit(now, frame.encoded_len())
         {
             if let Frame::SendDatagrams { datagrams, .. } = &frame {
@@ -434,7 +435,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 if idle >= limits.keepalive_interval {
                     reader.release_idle_buffer();
                 }
-                timer.as_mut().reset(now + check_every.min(limits.idle_timeout - idle));
+                let wait = check_every.min(limits.idle_timeout.saturating_sub(idle));
+                timer.as_mut().reset(now.checked_add(wait).unwrap_or(now));
                 continue;
             }
         };
@@ -469,10 +471,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let limits = &ctx.limits;
     let write_timeout = limits.write_timeout;
     let mut batch = VecDeque::new();
-    let mut keepalive = tokio::time::interval_at(
-        Instant::now() + limits.keepalive_interval,
-        limits.keepalive_interval,
-    );
+    // Checked: the limits are validated (at most a week), but no configured value may panic here.
+    let first = Instant::now()
+        .checked_add(limits.keepalive_interval)
+        .unwrap_or_else(Instant::now);
+    let mut keepalive = tokio::time::interval_at(first, limits.keepalive_interval);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut active = false;
     let mut pings = 0u64;

@@ -62,6 +62,19 @@ pub enum ConfigError {
     /// The values do not make sense together.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// A duration that is not a positive number of seconds, or longer than allowed.
+    #[error("{key} must be a number of seconds more than 0 and at most {max_secs}, not {value}")]
+    Duration {
+        /// The key.
+        key: &'static str,
+        /// The value given.
+        value: f64,
+        /// The most allowed, in seconds.
+        max_secs: u64,
+    },
+    /// The `[limits]` section cannot be used.
+    #[error("invalid limits: {0}")]
+    Limits(#[from] super::LimitsError),
 }
 
 /// The configuration file, as written.
@@ -355,19 +368,28 @@ impl LimitsSection {
             }
         }
         limits.max_clients = self.max_clients;
-        limits
-            .validate()
-            .map_err(|e| ConfigError::Invalid(format!("limits: {e}")))?;
+        limits.validate()?;
         Ok(limits)
     }
 }
 
-fn seconds(name: &str, secs: f64) -> Result<Duration, ConfigError> {
+/// The longest duration any key of the file may give: a year (the limits' own bound, a week, is checked
+/// by [`Limits`](super::Limits) validation). Longer values are typos, and would overflow timers.
+const MAX_FILE_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+fn seconds(key: &'static str, secs: f64) -> Result<Duration, ConfigError> {
+    let max = if key.ends_with("_timeout_secs") || key.ends_with("_interval_secs") {
+        super::MAX_LIMIT_DURATION
+    } else {
+        MAX_FILE_DURATION
+    };
     match Duration::try_from_secs_f64(secs) {
-        Ok(duration) if !duration.is_zero() => Ok(duration),
-        _ => Err(ConfigError::Invalid(format!(
-            "{name} must be a positive number of seconds, not {secs}"
-        ))),
+        Ok(duration) if !duration.is_zero() && duration <= max => Ok(duration),
+        _ => Err(ConfigError::Duration {
+            key,
+            value: secs,
+            max_secs: max.as_secs(),
+        }),
     }
 }
 
@@ -499,6 +521,13 @@ origin = \"d.test\"",
             "[limits]\nsend_queue_len = 0",
             "[limits]\nrate_burst_bytes = 10",
             "shutdown_timeout_secs = nan",
+            // Issue 16: accepted before, then every connection panicked ("overflow when adding duration
+            // to instant").
+            "[limits]\nhandshake_timeout_secs = 1e19",
+            "[limits]\nkeepalive_interval_secs = 1e19",
+            "[limits]\nidle_timeout_secs = 604801",
+            "shutdown_timeout_secs = 1e300",
+            "[limits]\nmax_clients = 0",
             "relay = false",
             "[discovery]\norigin = \"\"",
             "[discovery]\norigin = \"bad name!\"",

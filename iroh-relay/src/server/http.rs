@@ -230,7 +230,7 @@ impl hyper::service::Service<Request<Incoming>> for Service {
                 if request.method() != Method::GET && request.method() != Method::HEAD =>
             {
                 metrics.http_request("other");
-                method_not_allowed()
+                method_not_allowed("GET, HEAD")
             }
             PING_PATH => {
                 metrics.http_request("ping");
@@ -259,7 +259,8 @@ impl Service {
         let metrics = &self.ctx.metrics;
         if request.method() != Method::GET {
             metrics.handshake_failed("bad_upgrade");
-            return method_not_allowed();
+            // Only a GET can upgrade: HEAD is not allowed here, and `Allow` says so.
+            return method_not_allowed("GET");
         }
         if !is_relay_upgrade(request.version(), request.headers()) {
             metrics.handshake_failed("bad_upgrade");
@@ -360,11 +361,12 @@ fn response(status: StatusCode, body: &'static str) -> Response<Body> {
     response
 }
 
-fn method_not_allowed() -> Response<Body> {
+/// `405` naming the methods the path takes.
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut response = response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     response
         .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     response
 }
 

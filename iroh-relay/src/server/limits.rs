@@ -20,6 +20,39 @@ use crate::protos::{
 /// The largest encoded frame; a burst below this could never admit a full datagram batch.
 pub(crate) const MAX_FRAME_LEN: u64 = (HEADER_LEN + MAX_FRAME_BODY) as u64;
 
+/// The longest any duration of [`Limits`] may be: a week. A larger value (a typo, or `1e19` seconds)
+/// is refused when the limits are validated rather than overflowing a timer on every connection later.
+pub const MAX_LIMIT_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Why a set of [`Limits`] cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitsError {
+    /// `send_queue_len` is 0.
+    #[error("send_queue_len must be at least 1")]
+    EmptySendQueue,
+    /// A duration is zero.
+    #[error("{name} must be more than zero")]
+    ZeroDuration {
+        /// The limit's name.
+        name: &'static str,
+    },
+    /// A duration is longer than [`MAX_LIMIT_DURATION`].
+    #[error("{name} of {value:?} is longer than the most allowed ({MAX_LIMIT_DURATION:?})")]
+    TooLong {
+        /// The limit's name.
+        name: &'static str,
+        /// The value given.
+        value: Duration,
+    },
+    /// The rate limit's rate is zero.
+    #[error("rate limit bytes_per_second must be more than zero")]
+    ZeroRate,
+    /// `max_clients` is 0, which would deny every login.
+    #[error("max_clients must be at least 1 (leave it out for no cap)")]
+    ZeroMaxClients,
+}
+
 /// How often at most a rate-limited client is told so with a `Status RateLimited` frame.
 pub(crate) const RATE_LIMIT_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -32,7 +65,7 @@ pub struct RateLimit {
     /// Sustained rate in bytes per second.
     pub bytes_per_second: u64,
     /// Bucket size in bytes: how much a client may send at once after being quiet. Raised to at least one
-    /// maximum-size frame (65,608 bytes), since a smaller bucket could never admit a full datagram batch.
+    /// maximum-size frame (65,576 bytes), since a smaller bucket could never admit a full datagram batch.
     pub burst_bytes: u64,
 }
 
@@ -94,9 +127,9 @@ impl Limits {
     }
 
     /// Checks that every duration and size makes sense.
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), LimitsError> {
         if self.send_queue_len == 0 {
-            return Err("send_queue_len must be at least 1".into());
+            return Err(LimitsError::EmptySendQueue);
         }
         for (name, value) in [
             ("write_timeout", self.write_timeout),
@@ -105,13 +138,19 @@ impl Limits {
             ("handshake_timeout", self.handshake_timeout),
         ] {
             if value.is_zero() {
-                return Err(format!("{name} must be more than zero"));
+                return Err(LimitsError::ZeroDuration { name });
+            }
+            if value > MAX_LIMIT_DURATION {
+                return Err(LimitsError::TooLong { name, value });
             }
         }
         if let Some(limit) = self.rate_limit
             && limit.bytes_per_second == 0
         {
-            return Err("rate limit bytes_per_second must be more than zero".into());
+            return Err(LimitsError::ZeroRate);
+        }
+        if self.max_clients == Some(0) {
+            return Err(LimitsError::ZeroMaxClients);
         }
         Ok(())
     }
@@ -304,6 +343,39 @@ mod tests {
         };
         assert!(limits.validate().is_err());
         let limits = Limits::default().with_rate_limit(Some(RateLimit::new(0, 10)));
-        assert!(limits.validate().is_err());
+        assert_eq!(limits.validate(), Err(LimitsError::ZeroRate));
+        // Issue 16: a huge duration was accepted, and every connection then panicked adding it to an
+        // Instant; `max_clients = 0` denied every login.
+        for (name, limits) in [
+            (
+                "keepalive_interval",
+                Limits {
+                    keepalive_interval: Duration::MAX,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "handshake_timeout",
+                Limits {
+                    handshake_timeout: MAX_LIMIT_DURATION + Duration::from_nanos(1),
+                    ..Limits::default()
+                },
+            ),
+        ] {
+            assert!(
+                matches!(limits.validate(), Err(LimitsError::TooLong { name: n, .. }) if n == name),
+                "{name}"
+            );
+        }
+        let week = Limits {
+            idle_timeout: MAX_LIMIT_DURATION,
+            ..Limits::default()
+        };
+        assert_eq!(week.validate(), Ok(()));
+        let none = Limits {
+            max_clients: Some(0),
+            ..Limits::default()
+        };
+        assert_eq!(none.validate(), Err(LimitsError::ZeroMaxClients));
     }
 }

@@ -68,7 +68,7 @@ pub use http::{
     CHALLENGE_HEADER, GENERATE_204_PATH, HEALTHZ_PATH, MAX_CHALLENGE_LEN, PING_PATH,
     RESPONSE_HEADER,
 };
-pub use limits::{Limits, RateLimit};
+pub use limits::{Limits, LimitsError, MAX_LIMIT_DURATION, RateLimit};
 pub use tls::TlsConfig;
 
 use self::{
@@ -228,6 +228,9 @@ pub enum ServerError {
     /// The configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// The limits cannot be used.
+    #[error("invalid limits: {0}")]
+    Limits(#[from] LimitsError),
     /// Some other I/O failure while starting.
     #[error("I/O error while starting: {0}")]
     Io(#[from] std::io::Error),
@@ -268,10 +271,7 @@ impl Server {
     /// Binds every listener, then serves in background tasks. Must be called within a multi-threaded tokio
     /// runtime (a current-thread one works, but forwards on one core).
     pub async fn spawn(config: ServerConfig) -> Result<Self, ServerError> {
-        config
-            .limits
-            .validate()
-            .map_err(ServerError::InvalidConfig)?;
+        config.limits.validate()?;
         let tls = config.tls.as_ref().map(tls::build).transpose()?;
         let listener = TcpListener::bind(config.relay_bind)
             .await
