@@ -23,6 +23,8 @@
 //! - `discovery` ([`discovery`], not part of `all`): connect by NodeId through DNS against by NodeAddr,
 //!   publish to resolvable, the discovery server's store filled to `--records` and its DNS under
 //!   `dnsperf`.
+//! - `hostile` ([`hostile`], not part of `all`): the relay server's memory per connection that never
+//!   finishes its request head or login, after they close, and under a receiver that never reads.
 //!
 //! Modes (`--mode`, comma-separated; default all): `raw` quinn, the endpoint `direct`, the endpoint
 //! `relay`-only ([`setup`] says how they are made alike). The relay is a real iroh-relay server with a
@@ -47,6 +49,7 @@
 
 mod connect;
 mod discovery;
+mod hostile;
 mod memory;
 mod peak;
 mod quic_peer;
@@ -171,6 +174,14 @@ enum Measure {
         /// Keep the filled store in this directory and reuse it on the next run.
         #[arg(long)]
         keep_dir: Option<PathBuf>,
+    },
+    /// The relay server under hostile clients: RSS per connection that never finishes its request head or
+    /// its login, whether memory comes back after they close, and what a receiver that never reads pins (not
+    /// part of `all`).
+    Hostile {
+        /// Connections per kind (default 1,000; --quick 200).
+        #[arg(long)]
+        connections: Option<usize>,
     },
     /// Raw quinn between two hosts (the baseline of `cargo xtask netsim`'s loss ladder).
     #[command(subcommand)]
@@ -349,6 +360,9 @@ fn main() -> ExitCode {
         Some(Measure::QuicPeer(role)) => quic_peer::main(role),
         Some(Measure::PeakRss { of, bytes }) => peak::child(*of, *bytes),
         Some(Measure::ServeDiscovery { db }) => discovery::serve(db),
+        Some(Measure::Hostile { connections }) => {
+            hostile::run(connections.unwrap_or(if cli.quick { 200 } else { 1000 }))
+        }
         Some(Measure::Discovery {
             records,
             dns_secs,

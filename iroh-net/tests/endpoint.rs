@@ -694,3 +694,97 @@ async fn unread_streams_buffer_at_most_the_connection_window() {
     .await
     .unwrap();
 }
+
+/// Issue 16: disco packets naming ever-new valid sender keys (with garbage inside) forced a key agreement
+/// each, and every 4,096 senders the key cache started over; during such a flood the actor fell behind and
+/// transfers fell back to the relay. Now strangers get a budget of key agreements and the known peer's key
+/// stays cached: the direct path holds through the flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_made_up_disco_senders_keeps_the_direct_path() {
+    init_tracing();
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let relay = TestRelay::spawn().await;
+        let (a, b) = (relay.endpoint().await, relay.endpoint().await);
+        let server = serve(b.clone());
+        let conn = a.connect(b.node_addr(), ALPN).await.unwrap();
+        wait_conn_type(&a, b.node_id(), Duration::from_secs(20), is_direct).await;
+        transfer(&conn, 1024 * 1024, |_| {}).await;
+        wait_conn_type(&b, a.node_id(), Duration::from_secs(10), is_direct).await;
+
+        // Every change of B's view of A from here on.
+        let mut watch = b.conn_type(a.node_id());
+        let seen = Arc::new(std::sync::Mutex::new(vec![watch.borrow().clone()]));
+        let recorder = {
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                while watch.changed().await.is_ok() {
+                    seen.lock().unwrap().push(watch.borrow().clone());
+                }
+            })
+        };
+        // More senders than the key cache holds (4,096), so it can never hold them all.
+        const SENDERS: u64 = 5000;
+        let senders: Vec<iroh_base::NodeId> = (0..SENDERS)
+            .map(|i| {
+                let mut seed = [7u8; 32];
+                seed[..8].copy_from_slice(&i.to_le_bytes());
+                SecretKey::from_bytes(&seed).public()
+            })
+            .collect();
+        let target = SocketAddr::from(([127, 0, 0, 1], b.bound_sockets()[0].port()));
+        let flood = tokio::spawn(async move {
+            let attacker = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let until = Instant::now() + Duration::from_secs(4);
+            let mut sent = 0u64;
+            while Instant::now() < until {
+                let sender = &senders[(sent % SENDERS) as usize];
+                let packet = [
+                    &iroh_net::disco::MAGIC[..],
+                    sender.as_bytes(),
+                    &[0x55u8; 80],
+                ]
+                .concat();
+                let _ = attacker.send_to(&packet, target).await;
+                sent += 1;
+                if sent.is_multiple_of(64) {
+                    tokio::task::yield_now().await;
+                }
+            }
+            sent
+        });
+        // Transfers run through the flood.
+        let started = Instant::now();
+        let mut moved = 0;
+        while !flood.is_finished() {
+            transfer(&conn, 1024 * 1024, |_| {}).await;
+            moved += 1;
+        }
+        let sent = flood.await.unwrap();
+        let elapsed = started.elapsed();
+        recorder.abort();
+        let seen = seen.lock().unwrap().clone();
+        assert!(
+            seen.iter().all(is_direct),
+            "B's path to A left direct during the flood: {seen:?}"
+        );
+        assert!(is_direct(&a.conn_type(b.node_id()).borrow()));
+        let stats = b.stats();
+        println!("{sent} flood packets in {elapsed:?}, {moved} MiB moved; {stats:?}");
+        assert!(stats.disco_over_budget > 0, "{stats:?}");
+        // Key agreements stay within the strangers' budget (a burst of 200, then 100 a second; without it,
+        // 16,000 to 19,000 in these 4 s), plus the few for A and the relay's nodes.
+        let budget = 200 + 100 * (elapsed.as_secs() + 1) + 10;
+        assert!(
+            stats.disco_keys_derived <= budget,
+            "{} key agreements, more than {budget}",
+            stats.disco_keys_derived
+        );
+        assert!(moved >= 1);
+        server.abort();
+        a.close().await;
+        b.close().await;
+        relay.server.shutdown().await;
+    })
+    .await
+    .unwrap();
+}

@@ -4,7 +4,7 @@
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::protos::frame::{Frame, FrameError, HEADER_LEN};
+use crate::protos::frame::{Frame, FrameError, HEADER_LEN, MAX_FRAME_BODY, peek_header};
 
 /// How much a read buffer grows by when it runs out of room. Small, so that idle connections stay cheap
 /// (thousands of them sit on a relay); [`Frame::decode`] reserves the exact room a large frame needs.
@@ -28,6 +28,17 @@ pub enum ReadError {
     /// The stream ended in the middle of a frame.
     #[error("stream ended inside a frame ({0} bytes of it received)")]
     TruncatedFrame(usize),
+    /// A frame's header announced a body longer than this reader takes now (see
+    /// [`FrameReader::set_max_frame_body`]).
+    #[error("frame of type {typ} announces {len} bytes, more than the {max} allowed here")]
+    FrameTooLarge {
+        /// The frame type.
+        typ: u8,
+        /// The announced body length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// Reads frames from `R`, decoding datagram payloads without copying them.
@@ -37,6 +48,8 @@ pub struct FrameReader<R> {
     buf: BytesMut,
     /// Whether the buffer was released for idleness: the next reservation is small.
     idle: bool,
+    /// The longest frame body taken; a longer one is an error at its header, before room is reserved.
+    max_body: usize,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -51,13 +64,32 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             inner,
             buf,
             idle: false,
+            max_body: MAX_FRAME_BODY,
         }
+    }
+
+    /// Refuses frames whose body is longer than `max` (at most the protocol's 65,536 bytes) with
+    /// [`ReadError::FrameTooLarge`], as soon as their header arrives: no room is reserved for them. A server
+    /// sets a small limit until the peer has logged in, so an unauthenticated connection cannot make it
+    /// reserve a full-size frame.
+    pub fn set_max_frame_body(&mut self, max: usize) {
+        self.max_body = max.min(MAX_FRAME_BODY);
     }
 
     /// The next frame, or `Ok(None)` when the stream ends cleanly between frames. Cancel-safe: dropping the
     /// future loses no bytes.
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, ReadError> {
         loop {
+            if self.max_body < MAX_FRAME_BODY
+                && let Some((typ, len)) = peek_header(&self.buf)?
+                && len > self.max_body
+            {
+                return Err(ReadError::FrameTooLarge {
+                    typ,
+                    len,
+                    max: self.max_body,
+                });
+            }
             if let Some(frame) = Frame::decode(&mut self.buf)? {
                 return Ok(Some(frame));
             }

@@ -71,8 +71,15 @@ fn scratch_dir(name: &str) -> PathBuf {
 
 /// Runs the binary with `args`, forwarding its standard error lines to the returned channel.
 fn run(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .args(args)
+    let mut command = Command::new(BIN);
+    command.args(args);
+    run_command(command)
+}
+
+/// Runs `command` (the binary, perhaps through a shell), forwarding its standard error lines to the
+/// returned channel.
+fn run_command(mut command: Command) -> (Child, mpsc::Receiver<String>) {
+    let mut child = command
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -242,4 +249,131 @@ fn binary_stops_on_ctrl_c() {
     wait_for_line(&lines, "Ctrl-C received");
     assert_eq!(wait_exit(&mut child).code(), Some(0));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A TCP connection from `source` (a loopback address) to `to`.
+async fn connect_from(
+    source: [u8; 4],
+    to: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from((source, 0)))?;
+    socket.connect(to).await
+}
+
+/// Issue 16: under a 1,024 file limit, 1,100 slowloris sockets (unfinished request heads) took every
+/// descriptor, so 3 of 8 real logins timed out and the log got about 15 warnings a second. Now a source gets
+/// 64 unfinished handshakes and the rest are closed at accept, so every login of another host succeeds,
+/// each within a second, with the attack going on, and the refusals are counted, not logged one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_under_a_low_file_limit_does_not_starve_logins() {
+    timed(async {
+        // This process holds the 1,100 sockets (and their descriptors) itself.
+        rlimit::increase_nofile_limit(8192).unwrap();
+        let dir = scratch_dir("slowloris");
+        let config = dir.join("relay.toml");
+        std::fs::write(
+            &config,
+            "relay_bind = \"127.0.0.1:0\"\nmetrics_bind = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        // Soft and hard limit 1,024, so raising the soft limit cannot help: the caps must.
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            &format!(
+                "ulimit -n 1024 && exec {BIN} --config {}",
+                config.to_str().unwrap()
+            ),
+        ]);
+        let (mut child, lines) = run_command(command);
+        let limit = wait_for_line(&lines, "open file limit");
+        assert!(limit.contains("limit=1024"), "{limit}");
+        let line = wait_for_line(&lines, "relay URL: ");
+        let url: iroh_base::RelayUrl = line
+            .split("relay URL: ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], url.port().unwrap()));
+        let line = wait_for_line(&lines, "metrics on http://");
+        let metrics_addr: std::net::SocketAddr = line
+            .split("metrics on http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+
+        let head = b"GET /relay HTTP/1.1\r\nHost: localhost\r\n";
+        let mut held = Vec::new();
+        for _ in 0..1100 {
+            if let Ok(mut stream) = connect_from([127, 0, 0, 2], addr).await {
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, head).await;
+                held.push(stream);
+            }
+        }
+        assert!(held.len() >= 1000, "{} slowloris sockets", held.len());
+        // Keep the pressure on while the logins run: a new slowloris connection every millisecond (none is
+        // let go: a closed one would free a descriptor).
+        let churn = tokio::spawn(async move {
+            for _ in 0..2000 {
+                if let Ok(mut stream) = connect_from([127, 0, 0, 2], addr).await {
+                    let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, head).await;
+                    held.push(stream);
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            held
+        });
+        let transport = Transport::with_roots(addr, Vec::new());
+        let mut clients = Vec::new();
+        for i in 0..8 {
+            let start = Instant::now();
+            let login = tokio::time::timeout(
+                Duration::from_secs(1),
+                TestClient::try_connect(&transport, iroh_base::SecretKey::generate(), ""),
+            )
+            .await;
+            let client = login
+                .unwrap_or_else(|_| panic!("login {i} took more than 1 s"))
+                .unwrap_or_else(|e| panic!("login {i} failed: {e:?}"));
+            clients.push((client, start.elapsed()));
+        }
+        churn.abort();
+        let metrics = Transport::with_roots(metrics_addr, Vec::new());
+        let (_, _, body) = http_request(&metrics, "GET", "/metrics", "").await;
+        let text = String::from_utf8(body).unwrap();
+        let refused: u64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("iroh_relay_handshakes_refused_total{cap=\"per_source\"} ")
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no per-source refusals in\n{text}"));
+        assert!(refused >= 1000, "{refused} refused");
+        let killed = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = tokio::task::spawn_blocking(move || wait_exit(&mut child))
+            .await
+            .unwrap();
+        assert_eq!(status.code(), Some(0), "{status:?}");
+        let warnings: Vec<String> = lines.try_iter().filter(|l| l.contains("WARN")).collect();
+        assert!(
+            warnings.len() <= 3,
+            "the attack is logged, not flooded:\n{}",
+            warnings.join("\n")
+        );
+        let slowest = clients.iter().map(|(_, t)| *t).max().unwrap();
+        eprintln!(
+            "8 logins under attack, the slowest in {slowest:?}; {refused} connections refused"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    })
+    .await;
 }

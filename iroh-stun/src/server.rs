@@ -13,12 +13,16 @@
 //!                          +-- unknown comprehension-required ---> 420 + UNKNOWN-ATTRIBUTES, count `errors_answered`
 //!                          +-- otherwise ------------------------> success + XOR-MAPPED-ADDRESS, count `requests_answered`
 //! ```
+//!
+//! Before answering, [`Server`] checks the source against its per-source [`RateLimit`] (by default 20
+//! requests a second, bursts of 40, per IPv4 address or IPv6 /64): over it, the request is dropped and
+//! counted in `refused_rate_limited`, so a spoofed source cannot use the server as a reflector.
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, oneshot};
@@ -28,6 +32,11 @@ use tracing::{debug, trace};
 use crate::attr::{self, Attribute};
 use crate::error::{EncodeError, ParseError};
 use crate::message::{Class, Message, Method};
+
+mod limit;
+
+use limit::SourceLimiter;
+pub use limit::{MAX_TRACKED_SOURCES, RateLimit};
 
 /// Why [`respond`] produced no answer and no deliberate silence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -127,11 +136,23 @@ fn canonical_peer(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Settings for a [`Server`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Settings for a [`Server`]. The default: no SOFTWARE, no OTHER-ADDRESS, the default per-source
+/// [`RateLimit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     software: Option<String>,
     other_address: Option<SocketAddr>,
+    rate_limit: Option<RateLimit>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            software: None,
+            other_address: None,
+            rate_limit: Some(RateLimit::default()),
+        }
+    }
 }
 
 impl ServerConfig {
@@ -168,6 +189,18 @@ impl ServerConfig {
     pub fn other_address(&self) -> Option<SocketAddr> {
         self.other_address
     }
+
+    /// Sets (or with `None` removes) the per-source limit on answered requests. Without one, every request
+    /// is answered, however many one claimed source sends.
+    pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit;
+        self
+    }
+
+    /// The per-source limit, if any.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit
+    }
 }
 
 /// A snapshot of a [`Server`]'s counters.
@@ -185,6 +218,8 @@ pub struct ServerStats {
     pub send_errors: u64,
     /// Errors from receiving on the socket.
     pub recv_errors: u64,
+    /// Datagrams dropped unread because their source was over the [`RateLimit`].
+    pub refused_rate_limited: u64,
 }
 
 #[derive(Debug, Default)]
@@ -195,6 +230,7 @@ struct Counters {
     ignored: AtomicU64,
     send_errors: AtomicU64,
     recv_errors: AtomicU64,
+    refused_rate_limited: AtomicU64,
 }
 
 impl Counters {
@@ -210,7 +246,19 @@ impl Counters {
             ignored: self.ignored.load(Ordering::Relaxed),
             send_errors: self.send_errors.load(Ordering::Relaxed),
             recv_errors: self.recv_errors.load(Ordering::Relaxed),
+            refused_rate_limited: self.refused_rate_limited.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Reads a [`Server`]'s counters; from [`Server::stats_handle`].
+#[derive(Debug, Clone)]
+pub struct StatsHandle(Arc<Counters>);
+
+impl StatsHandle {
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> ServerStats {
+        self.0.snapshot()
     }
 }
 
@@ -272,6 +320,7 @@ impl Server {
         let (shutdown, shutdown_rx) = oneshot::channel();
         let driver = Driver {
             socket,
+            limiter: config.rate_limit.map(SourceLimiter::new),
             config,
             counters: Arc::clone(&counters),
             answered: answered.clone(),
@@ -295,6 +344,12 @@ impl Server {
     /// A snapshot of the counters.
     pub fn stats(&self) -> ServerStats {
         self.counters.snapshot()
+    }
+
+    /// A handle that reads the counters later, from anywhere (for a metrics exporter); it stays valid after
+    /// the server stops (the counters then stop moving).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(Arc::clone(&self.counters))
     }
 
     /// A stream of the responses sent from now on (for tests and monitoring). A subscriber more than 256
@@ -327,12 +382,13 @@ impl Server {
 struct Driver {
     socket: UdpSocket,
     config: ServerConfig,
+    limiter: Option<SourceLimiter>,
     counters: Arc<Counters>,
     answered: broadcast::Sender<Answered>,
 }
 
 impl Driver {
-    async fn run(self, mut shutdown: oneshot::Receiver<()>) {
+    async fn run(mut self, mut shutdown: oneshot::Receiver<()>) {
         let mut buf = vec![0u8; RECV_BUFFER_LEN];
         let mut out = Vec::with_capacity(1024);
         loop {
@@ -350,6 +406,13 @@ impl Driver {
                     continue;
                 }
             };
+            if let Some(limiter) = &mut self.limiter
+                && !limiter.admit(Instant::now(), from.ip())
+            {
+                Counters::bump(&self.counters.refused_rate_limited);
+                trace!(%from, "STUN source over its rate limit");
+                continue;
+            }
             let packet = buf.get(..len).unwrap_or_default();
             self.handle(from, packet, &mut out).await;
         }

@@ -299,3 +299,54 @@ async fn query_ignores_unrelated_datagrams_and_reports_error_responses() {
     .await
     .unwrap();
 }
+
+/// Issue 16: a flood of Binding requests from one source was answered in full (each answer two to three
+/// times the request: a reflector). Now a source gets its burst and then its rate, and others are served.
+#[tokio::test]
+async fn flooding_source_is_rate_limited_and_others_are_served() {
+    timeout(TEST_TIMEOUT, async {
+        let config =
+            ServerConfig::default().with_rate_limit(Some(iroh_stun::server::RateLimit::new(5, 10)));
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let server = Server::spawn(socket, config).unwrap();
+        let flooder = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let request = Message::binding_request(TransactionId::random()).to_bytes();
+        for _ in 0..200 {
+            flooder
+                .send_to(&request, server.local_addr())
+                .await
+                .unwrap();
+        }
+        // Another source (127.0.0.2 is loopback too) is answered while the first is refused.
+        let other = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+        let reflexive = query_reflexive_addr(&other, server.local_addr(), fast_config())
+            .await
+            .unwrap();
+        assert_eq!(reflexive.addr, other.local_addr().unwrap());
+        // Every flood datagram has been seen once the other source's answer is in (one task, in order).
+        let stats = server.stats();
+        assert!(
+            (10..=12).contains(&stats.requests_answered),
+            "answered {} of the flood's 200, burst 10 at 5/s: {stats:?}",
+            stats.requests_answered - 1
+        );
+        assert_eq!(
+            stats.requests_answered + stats.refused_rate_limited,
+            201,
+            "{stats:?}"
+        );
+        let mut answers = 0;
+        let mut buf = [0u8; 1500];
+        while let Ok(Ok(_)) = timeout(Duration::from_millis(100), flooder.recv_from(&mut buf)).await
+        {
+            answers += 1;
+        }
+        assert!(
+            (10..=11).contains(&answers),
+            "{answers} answers reached the flooder"
+        );
+        server.shutdown().await;
+    })
+    .await
+    .unwrap();
+}

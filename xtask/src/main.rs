@@ -163,6 +163,32 @@ fn ci() -> ExitCode {
                 "--quick",
             ],
             &[],
+        )?;
+        // The relay binary under connections that never log in (it measures the built binary).
+        cargo(
+            &root,
+            &[
+                "build",
+                "--locked",
+                "-p",
+                "iroh-relay",
+                "--bin",
+                "iroh-relay",
+            ],
+            &[],
+        )?;
+        cargo(
+            &root,
+            &[
+                "run",
+                "--locked",
+                "-p",
+                "iroh-bench",
+                "--",
+                "hostile",
+                "--quick",
+            ],
+            &[],
         )
     });
     run_step(&mut results, "netsim (NAT matrix)", || netsim_ci(&root));

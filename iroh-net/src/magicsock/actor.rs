@@ -15,6 +15,7 @@
 //! It ends when the Endpoint tells it to (or drops its handle), not when its inbox closes: the socket,
 //! which the actor shares, holds a sender to that inbox.
 
+mod keys;
 mod predict;
 mod relays;
 mod report;
@@ -75,8 +76,6 @@ const ALIAS_STICKY: Duration = Duration::from_secs(10);
 const ACTIVITY_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the interface addresses are read to notice a network change (one `getifaddrs` call).
 const LINK_CHECK: Duration = Duration::from_secs(1);
-/// The most disco keys cached; past it the cache starts over.
-const MAX_SECRETS: usize = 4096;
 /// The most inbox messages handled before draining the cores.
 const INBOX_BATCH: usize = 64;
 
@@ -214,7 +213,7 @@ pub(crate) struct Actor {
     reporter: Option<NetReporter>,
     relay_map: Option<RelayMap>,
     relay_tls: RelayTls,
-    secrets: HashMap<NodeId, SharedSecret>,
+    keys: keys::DiscoKeys<SharedSecret>,
     relays: HashMap<RelayUrl, RelayConn>,
     home: Option<RelayUrl>,
     own_addrs: Vec<SocketAddr>,
@@ -263,7 +262,7 @@ impl Actor {
             reporter,
             relay_map: config.relay_map,
             relay_tls: config.relay_tls,
-            secrets: HashMap::new(),
+            keys: keys::DiscoKeys::new(Instant::now()),
             relays: HashMap::new(),
             home: None,
             own_addrs: Vec::new(),
@@ -553,18 +552,6 @@ impl Actor {
         self.watchers.set_conn_type(node, conn_type);
     }
 
-    /// The disco key shared with `node`, derived once and cached.
-    fn secret(&mut self, node: NodeId) -> Option<&SharedSecret> {
-        if !self.secrets.contains_key(&node) {
-            let secret = self.secret_key.shared_secret(&node).ok()?;
-            if self.secrets.len() >= MAX_SECRETS {
-                self.secrets.clear();
-            }
-            self.secrets.insert(node, secret);
-        }
-        self.secrets.get(&node)
-    }
-
     fn handle_disco(
         &mut self,
         now: Instant,
@@ -588,8 +575,7 @@ impl Actor {
             inc(&metrics.disco_forged);
             return;
         }
-        let Some(secret) = self.secret(sender) else {
-            inc(&metrics.disco_invalid);
+        let Some(secret) = self.secret_from(now, sender, relay_src.is_some()) else {
             return;
         };
         let message = match disco::open(packet, secret) {

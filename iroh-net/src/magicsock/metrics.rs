@@ -59,6 +59,12 @@ counters! {
     disco_invalid,
     /// Disco packets dropped because they did not open: forged, altered, or sealed for another node.
     disco_forged,
+    /// Disco packets from senders the socket did not know, dropped unopened because the budget of key
+    /// agreements for strangers was spent (a flood of made-up senders).
+    disco_over_budget,
+    /// Disco keys derived (one X25519 key agreement each, cached after): for the nodes we talk to, and for
+    /// strangers within their budget.
+    disco_keys_derived,
     /// Disco packets sent over UDP.
     disco_sent_udp,
     /// Disco packets sent through a relay.

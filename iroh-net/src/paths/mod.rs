@@ -500,6 +500,12 @@ impl Paths {
         Some(self.nodes.get(node)?.info(now, &self.config))
     }
 
+    /// Whether `node` is known: added with an address, dialled, or heard from with a disco message that
+    /// opened.
+    pub fn knows(&self, node: &NodeId) -> bool {
+        self.nodes.contains_key(node)
+    }
+
     /// The relay of `node`, if known.
     pub fn relay_url(&self, node: &NodeId) -> Option<&RelayUrl> {
         self.nodes.get(node)?.relay_url()

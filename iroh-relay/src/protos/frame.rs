@@ -590,7 +590,7 @@ impl Frame {
 }
 
 /// Reads the header at the front of `bytes`: `Ok(None)` if incomplete, an error if the body is too large.
-fn peek_header(bytes: &[u8]) -> Result<Option<(u8, usize)>, FrameError> {
+pub(crate) fn peek_header(bytes: &[u8]) -> Result<Option<(u8, usize)>, FrameError> {
     let Some(&[typ, a, b, c, d]) = bytes.first_chunk::<HEADER_LEN>() else {
         return Ok(None);
     };

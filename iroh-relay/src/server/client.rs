@@ -34,11 +34,12 @@ use super::{
     clients::{ClientShared, Clients, CloseReason, Forwarded, RegisterError, Router},
     limits::{Admission, TokenBucket},
     metrics::DropReason,
+    pending::PendingSlot,
 };
 use crate::{
     io::{FrameReader, FrameWriter, ReadError},
     protos::{
-        frame::{Datagrams, DenyReason, Frame, NONCE_LEN, StatusCode},
+        frame::{Datagrams, DenyReason, Frame, MAX_FRAME_BODY, NONCE_LEN, StatusCode},
         handshake::{HandshakeError, ServerEvent, ServerHandshake},
     },
 };
@@ -47,10 +48,16 @@ use crate::{
 /// client reads our last frames instead of a reset.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// Serves one upgraded connection until it ends. `leftover` holds bytes read past the HTTP request.
+/// The largest frame body read before the login completes: the login frame is 97 bytes, so a larger frame
+/// is refused at its header, and a connection that has not logged in never reserves a full 64 KiB frame.
+pub(crate) const MAX_LOGIN_FRAME_BODY: usize = 1024;
+
+/// Serves one upgraded connection until it ends. `leftover` holds bytes read past the HTTP request; `slot`
+/// is the connection's place among those in their handshake, given back when the login ends.
 pub(crate) async fn serve<S>(
     stream: S,
     leftover: Bytes,
+    slot: PendingSlot,
     ctx: Arc<Ctx>,
     shutdown: watch::Receiver<bool>,
 ) where
@@ -60,6 +67,9 @@ pub(crate) async fn serve<S>(
     // Copied so the HTTP server's read buffer is not kept alive by the leftover's view of it.
     let mut reader = FrameReader::with_buffer(read_half, BytesMut::from(&leftover[..]));
     drop(leftover);
+    reader.set_max_frame_body(MAX_LOGIN_FRAME_BODY);
+    // Until the login, reads reserve a small buffer: the login frame is 102 bytes.
+    reader.release_idle_buffer();
     let mut writer = FrameWriter::new(write_half);
 
     let mut pending = PendingLogin {
@@ -72,6 +82,7 @@ pub(crate) async fn serve<S>(
     )
     .await
     .unwrap_or(Err(LoginFailure::Timeout));
+    drop(slot);
     let client = match login {
         Ok(client) => client,
         Err(failure) => {
@@ -98,6 +109,7 @@ pub(crate) async fn serve<S>(
         node = %client.node_id,
         conn = client.conn_id,
     );
+    reader.set_max_frame_body(MAX_FRAME_BODY);
     reader.release_idle_buffer();
     writer.release_idle_buffer();
 
@@ -128,6 +140,7 @@ enum LoginFailure {
     Closed,
     Io,
     InvalidFrame,
+    FrameTooLarge,
     Timeout,
     BadSignature,
     UnsupportedVersion,
@@ -143,6 +156,7 @@ impl LoginFailure {
             Self::Closed => "closed",
             Self::Io => "io",
             Self::InvalidFrame => "invalid_frame",
+            Self::FrameTooLarge => "frame_too_large",
             Self::Timeout => "timeout",
             Self::BadSignature => "bad_signature",
             Self::UnsupportedVersion => "unsupported_version",
@@ -247,6 +261,7 @@ where
                 Ok(None) => return Err(LoginFailure::Closed),
                 Err(ReadError::Frame(_)) => return Err(LoginFailure::InvalidFrame),
                 Err(ReadError::TruncatedFrame(_)) => return Err(LoginFailure::Closed),
+                Err(ReadError::FrameTooLarge { .. }) => return Err(LoginFailure::FrameTooLarge),
                 Err(_) => return Err(LoginFailure::Io),
             },
             () = tokio::time::sleep_until(deadline) => handshake.handle_timeout(Instant::now().into_std()),
@@ -518,6 +533,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             if let Err(end) = write_frame(writer, &frame, write_timeout).await {
                 return end;
             }
+            client.written(&frame);
         }
         // Counted once handed to the stream (before the flush that pushes out the last of them).
         ctx.metrics.relayed_datagrams.inc_by(datagrams);

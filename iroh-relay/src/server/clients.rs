@@ -32,7 +32,7 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::{
         Arc, Mutex, MutexGuard, PoisonError, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -86,6 +86,10 @@ pub(crate) struct ClientShared {
     /// Distinguishes connections of the same node.
     pub(crate) conn_id: u64,
     queue_limit: usize,
+    /// The most bytes queued or taken but not yet written ([`ClientShared::written`]).
+    queue_bytes_limit: usize,
+    /// Encoded bytes of the frames queued, or taken by the writer and not yet written.
+    queued_bytes: AtomicUsize,
     outbox: Mutex<Outbox>,
     /// Wakes the writer; notified when the queue goes from empty to non-empty, and on close.
     wake: Notify,
@@ -96,11 +100,13 @@ pub(crate) struct ClientShared {
 }
 
 impl ClientShared {
-    fn new(node_id: NodeId, conn_id: u64, queue_limit: usize) -> Self {
+    fn new(node_id: NodeId, conn_id: u64, queue: QueueLimits) -> Self {
         Self {
             node_id,
             conn_id,
-            queue_limit,
+            queue_limit: queue.frames,
+            queue_bytes_limit: queue.bytes,
+            queued_bytes: AtomicUsize::new(0),
             outbox: Mutex::new(Outbox {
                 frames: VecDeque::new(),
                 close: None,
@@ -111,16 +117,21 @@ impl ClientShared {
         }
     }
 
-    /// Queues `frame` for this client without ever waiting: a full queue drops it.
+    /// Queues `frame` for this client without ever waiting: a full queue (in frames, or in bytes not yet
+    /// written) drops it.
     pub(crate) fn push(&self, frame: Frame) -> Result<(), PushError> {
+        let len = frame.encoded_len();
         let was_empty = {
             let mut outbox = lock(&self.outbox);
             if outbox.close.is_some() {
                 return Err(PushError::Closed(frame));
             }
-            if outbox.frames.len() >= self.queue_limit {
+            if outbox.frames.len() >= self.queue_limit
+                || self.queued_bytes.load(Ordering::Relaxed) + len > self.queue_bytes_limit
+            {
                 return Err(PushError::Full);
             }
+            self.queued_bytes.fetch_add(len, Ordering::Relaxed);
             let was_empty = outbox.frames.is_empty();
             outbox.frames.push_back(frame);
             was_empty
@@ -142,7 +153,26 @@ impl ClientShared {
             }
             outbox.frames = VecDeque::new();
         }
+        self.queued_bytes.store(0, Ordering::Relaxed);
         self.wake.notify_one();
+    }
+
+    /// The writer has written `frame` (taken with [`ClientShared::take`]) to its buffer: its bytes no longer
+    /// count against the queue.
+    pub(crate) fn written(&self, frame: &Frame) {
+        let len = frame.encoded_len();
+        // Saturating: a close in between reset the count.
+        let _ = self
+            .queued_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(len))
+            });
+    }
+
+    /// Bytes queued or taken and not yet written.
+    #[cfg(test)]
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
     }
 
     /// Moves every queued frame into the empty `batch` (swapping buffers, so nothing is allocated in steady
@@ -192,14 +222,23 @@ pub(crate) struct Clients {
     generation: AtomicU64,
     next_conn_id: AtomicU64,
     shutting_down: AtomicBool,
-    queue_limit: usize,
+    queue: QueueLimits,
     max_clients: Option<usize>,
     metrics: Arc<Metrics>,
 }
 
+/// The bounds of each client's send queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueLimits {
+    /// Frames queued.
+    pub(crate) frames: usize,
+    /// Bytes queued or taken by the writer and not yet written.
+    pub(crate) bytes: usize,
+}
+
 impl Clients {
     pub(crate) fn new(
-        queue_limit: usize,
+        queue: QueueLimits,
         max_clients: Option<usize>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -208,7 +247,7 @@ impl Clients {
             generation: AtomicU64::new(0),
             next_conn_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
-            queue_limit,
+            queue,
             max_clients,
             metrics,
         }
@@ -217,7 +256,7 @@ impl Clients {
     /// Registers a verified login, replacing (and closing) an older connection of the same node.
     pub(crate) fn register(&self, node_id: NodeId) -> Result<Arc<ClientShared>, RegisterError> {
         let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let client = Arc::new(ClientShared::new(node_id, conn_id, self.queue_limit));
+        let client = Arc::new(ClientShared::new(node_id, conn_id, self.queue));
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(RegisterError::ShuttingDown);
@@ -410,6 +449,10 @@ mod tests {
     }
 
     fn clients(queue: usize, max: Option<usize>) -> Clients {
+        let queue = QueueLimits {
+            frames: queue,
+            bytes: usize::MAX / 2,
+        };
         Clients::new(queue, max, Arc::new(Metrics::new()))
     }
 
@@ -461,9 +504,51 @@ mod tests {
             router.forward(&clients, b.node_id, datagram(3)),
             Forwarded::QueueFull
         );
-        assert_eq!(drain(&b).len(), 2);
+        let frames = drain(&b);
+        assert_eq!(frames.len(), 2);
+        for frame in &frames {
+            b.written(frame);
+        }
         assert_eq!(
             router.forward(&clients, b.node_id, datagram(4)),
+            Forwarded::Queued
+        );
+    }
+
+    /// Issue 16: the queue was counted in frames only, so a receiver that stopped reading pinned 256 frames
+    /// of up to 64 KiB each (about 18 MB) until its write timeout. Bytes are bounded too, and frames taken
+    /// by the writer count until it has written them.
+    #[test]
+    fn queue_is_bounded_in_bytes_until_written() {
+        let queue = QueueLimits {
+            frames: 256,
+            bytes: 200_000,
+        };
+        let clients = Clients::new(queue, None, Arc::new(Metrics::new()));
+        let a = clients.register(node(1)).unwrap();
+        let b = clients.register(node(2)).unwrap();
+        let mut router = Router::new(a.node_id);
+        let big = || Datagrams::single(vec![7; 60_000]);
+        let queued = (0..256)
+            .filter(|_| router.forward(&clients, b.node_id, big()) == Forwarded::Queued)
+            .count();
+        assert_eq!(queued, 3, "three 60 KB frames fit in 200,000 bytes");
+        assert!(b.queued_bytes() <= 200_000);
+        // Taken but not written: still counted, so a stalled writer holds no more than the limit.
+        let frames = drain(&b);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(
+            router.forward(&clients, b.node_id, big()),
+            Forwarded::QueueFull
+        );
+        b.written(&frames[0]);
+        assert_eq!(
+            router.forward(&clients, b.node_id, big()),
+            Forwarded::Queued
+        );
+        // Small frames still pass beside the big ones up to the byte limit.
+        assert_eq!(
+            router.forward(&clients, b.node_id, datagram(1)),
             Forwarded::Queued
         );
     }

@@ -59,9 +59,21 @@ pub enum ConfigError {
     /// The file is not valid TOML of this format.
     #[error("invalid configuration: {0}")]
     Parse(#[from] toml::de::Error),
-    /// The values do not make sense together.
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
+    /// `access.nodes` lists nodes while `access.mode` is `everyone`.
+    #[error("access.nodes is set but access.mode is \"everyone\"")]
+    NodesWithEveryone,
+    /// `access.bearer_token` is empty.
+    #[error("access.bearer_token must not be empty")]
+    EmptyBearerToken,
+    /// `limits.rate_burst_bytes` without `limits.rate_bytes_per_second`.
+    #[error("limits.rate_burst_bytes needs limits.rate_bytes_per_second")]
+    BurstWithoutRate,
+    /// `relay = false` without a `[discovery]` section: the server would serve nothing.
+    #[error("relay = false needs a [discovery] section (else the server serves nothing)")]
+    NothingToServe,
+    /// The `[discovery]` section cannot be used.
+    #[error("invalid [discovery]: {0}")]
+    Discovery(#[from] super::discovery::DiscoveryConfigError),
     /// A duration that is not a positive number of seconds, or longer than allowed.
     #[error("{key} must be a number of seconds more than 0 and at most {max_secs}, not {value}")]
     Duration {
@@ -152,9 +164,7 @@ impl DiscoverySection {
         if let Some(records) = self.dns_cache_records {
             config.dns_cache_records = records;
         }
-        config
-            .validate()
-            .map_err(|e| ConfigError::Invalid(format!("discovery: {e}")))?;
+        config.validate()?;
         Ok(config)
     }
 }
@@ -229,6 +239,17 @@ pub struct LimitsSection {
     pub handshake_timeout_secs: Option<f64>,
     /// The most clients at once. No cap if absent.
     pub max_clients: Option<usize>,
+    /// Bytes queued per client before drops (at least 65,576). Default 4 MiB.
+    pub send_queue_bytes: Option<usize>,
+    /// The most connections in their handshake (accepted, not logged in) at once. Default 2,048.
+    pub max_pending: Option<usize>,
+    /// The most connections in their handshake from one IPv4 address or IPv6 /64. Default 64.
+    pub max_pending_per_source: Option<usize>,
+    /// STUN requests answered per second per source (IPv4 address or IPv6 /64); 0 for no limit.
+    /// Default 20.
+    pub stun_requests_per_second: Option<u32>,
+    /// STUN requests a quiet source may send at once. Default twice the rate (40).
+    pub stun_burst: Option<u32>,
 }
 
 impl FileConfig {
@@ -289,21 +310,19 @@ impl FileConfig {
         let nodes: HashSet<NodeId> = self.access.nodes.into_iter().collect();
         let access = match self.access.mode {
             AccessMode::Everyone if !nodes.is_empty() => {
-                return Err(ConfigError::Invalid(
-                    "access.nodes is set but access.mode is \"everyone\"".into(),
-                ));
+                return Err(ConfigError::NodesWithEveryone);
             }
             AccessMode::Everyone => AccessControl::Everyone,
             AccessMode::Allowlist => AccessControl::Allowlist(nodes),
             AccessMode::Denylist => AccessControl::Denylist(nodes),
         };
         if self.access.bearer_token.as_deref() == Some("") {
-            return Err(ConfigError::Invalid(
-                "access.bearer_token must not be empty".into(),
-            ));
+            return Err(ConfigError::EmptyBearerToken);
         }
+        let stun_rate_limit = self.limits.stun_rate_limit();
         let mut config = ServerConfig::new(relay_bind)
             .with_access(access)
+            .with_stun_rate_limit(stun_rate_limit)
             .with_limits(self.limits.into_limits()?)
             .with_stun_bind(self.stun_bind)
             .with_stun_alt_bind(self.stun_alt_bind)
@@ -320,23 +339,31 @@ impl FileConfig {
             .map(DiscoverySection::into_config)
             .transpose()?;
         if !config.relay_enabled && config.discovery.is_none() {
-            return Err(ConfigError::Invalid(
-                "relay = false needs a [discovery] section (else the server serves nothing)".into(),
-            ));
+            return Err(ConfigError::NothingToServe);
         }
         Ok(config)
     }
 }
 
 impl LimitsSection {
+    fn stun_rate_limit(&self) -> Option<super::StunRateLimit> {
+        let default = super::StunRateLimit::default();
+        match self.stun_requests_per_second {
+            Some(0) => None,
+            rate => {
+                let rate = rate.unwrap_or(default.requests_per_second);
+                let burst = self.stun_burst.unwrap_or(rate.saturating_mul(2));
+                Some(super::StunRateLimit::new(rate, burst))
+            }
+        }
+    }
+
     fn into_limits(self) -> Result<Limits, ConfigError> {
         let mut limits = Limits::default();
         if let Some(rate) = self.rate_bytes_per_second {
             limits.rate_limit = Some(RateLimit::new(rate, self.rate_burst_bytes.unwrap_or(rate)));
         } else if self.rate_burst_bytes.is_some() {
-            return Err(ConfigError::Invalid(
-                "limits.rate_burst_bytes needs limits.rate_bytes_per_second".into(),
-            ));
+            return Err(ConfigError::BurstWithoutRate);
         }
         if let Some(len) = self.send_queue_len {
             limits.send_queue_len = len;
@@ -368,6 +395,18 @@ impl LimitsSection {
             }
         }
         limits.max_clients = self.max_clients;
+        for (value, slot) in [
+            (self.send_queue_bytes, &mut limits.send_queue_bytes),
+            (self.max_pending, &mut limits.max_pending),
+            (
+                self.max_pending_per_source,
+                &mut limits.max_pending_per_source,
+            ),
+        ] {
+            if let Some(value) = value {
+                *slot = value;
+            }
+        }
         limits.validate()?;
         Ok(limits)
     }
@@ -405,6 +444,15 @@ mod tests {
         assert!(config.stun_bind.is_none());
         assert_eq!(config.access, AccessControl::Everyone);
         assert_eq!(config.limits, Limits::default());
+        assert_eq!(
+            config.stun_rate_limit,
+            Some(crate::server::StunRateLimit::default())
+        );
+        let off = FileConfig::parse("[limits]\nstun_requests_per_second = 0")
+            .unwrap()
+            .into_server_config()
+            .unwrap();
+        assert_eq!(off.stun_rate_limit, None);
     }
 
     #[test]
@@ -434,6 +482,10 @@ mod tests {
             idle_timeout_secs = 40
             handshake_timeout_secs = 3
             max_clients = 100
+            send_queue_bytes = 1000000
+            max_pending = 500
+            max_pending_per_source = 8
+            stun_requests_per_second = 5
             [discovery]
             origin = "dns.relay.test"
             dns_bind = "127.0.0.1:5300"
@@ -457,7 +509,14 @@ mod tests {
         assert_eq!(config.access, AccessControl::Allowlist([node].into()));
         assert_eq!(config.bearer_token.as_deref(), Some("t0ken"));
         assert_eq!(config.shutdown_timeout, Duration::from_millis(2500));
+        assert_eq!(
+            config.stun_rate_limit,
+            Some(crate::server::StunRateLimit::new(5, 10))
+        );
         let limits = config.limits;
+        assert_eq!(limits.send_queue_bytes, 1_000_000);
+        assert_eq!(limits.max_pending, 500);
+        assert_eq!(limits.max_pending_per_source, 8);
         assert_eq!(limits.rate_limit, Some(RateLimit::new(1_000_000, 200_000)));
         assert_eq!(limits.send_queue_len, 64);
         assert_eq!(limits.write_timeout, Duration::from_millis(1500));
@@ -528,6 +587,9 @@ origin = \"d.test\"",
             "[limits]\nidle_timeout_secs = 604801",
             "shutdown_timeout_secs = 1e300",
             "[limits]\nmax_clients = 0",
+            "[limits]\nmax_pending = 0",
+            "[limits]\nmax_pending_per_source = 0",
+            "[limits]\nsend_queue_bytes = 1000",
             "relay = false",
             "[discovery]\norigin = \"\"",
             "[discovery]\norigin = \"bad name!\"",

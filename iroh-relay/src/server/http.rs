@@ -33,9 +33,14 @@ use tokio::{
     task::JoinSet,
 };
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, trace, warn};
+use tracing::{debug, info, trace, warn};
 
-use super::{Ctx, access::bearer_matches, client};
+use super::{
+    Ctx,
+    access::bearer_matches,
+    client,
+    pending::{PendingSlot, Refused},
+};
 use crate::protos::{RELAY_PATH, UPGRADE_PROTOCOL};
 
 /// The HTTP path of the latency probe.
@@ -51,8 +56,18 @@ pub const RESPONSE_HEADER: &str = "x-iroh-response";
 /// The longest challenge `/generate_204` echoes.
 pub const MAX_CHALLENGE_LEN: usize = 64;
 
-/// Pause after a failed accept (for instance out of file descriptors), so the loop does not spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// The first pause after a failed accept (for instance out of file descriptors); each further failure in a
+/// row doubles it up to [`ACCEPT_ERROR_PAUSE_MAX`], so the loop never spins and the log never floods.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(5);
+/// The longest pause after failed accepts.
+const ACCEPT_ERROR_PAUSE_MAX: Duration = Duration::from_secs(1);
+/// The most bytes of an HTTP request head (request line and headers) read before the request is refused
+/// with `431`: every request this server takes fits in far less (an upgrade request is a few hundred
+/// bytes), and a connection that has not logged in should hold no large buffer. hyper's own default is
+/// about 400 KB; 8 KiB is the least it takes.
+pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// How often at most the refusals of connections over the handshake caps are logged as a warning.
+const REFUSAL_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 type Body = Full<Bytes>;
 
@@ -66,6 +81,8 @@ pub(crate) async fn accept_loop(
     grace: Duration,
 ) {
     let mut connections = JoinSet::new();
+    let mut errors = AcceptErrors::default();
+    let mut refusals = Refusals::default();
     loop {
         tokio::select! {
             biased;
@@ -73,16 +90,31 @@ pub(crate) async fn accept_loop(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    errors.recovered();
                     ctx.metrics.accepts.inc();
+                    let slot = match ctx.pending.try_take(peer.ip()) {
+                        Ok(slot) => slot,
+                        Err(refused) => {
+                            // Closed before reading a byte: the descriptor is free again at once.
+                            drop(stream);
+                            ctx.metrics.handshake_refused(refused.label());
+                            refusals.note(peer, refused);
+                            continue;
+                        }
+                    };
                     if let Err(error) = stream.set_nodelay(true) {
                         debug!(%peer, %error, "cannot set TCP_NODELAY");
                     }
-                    let conn = serve_connection(stream, peer, tls.clone(), Arc::clone(&ctx), stop.clone());
+                    let conn =
+                        serve_connection(stream, peer, slot, tls.clone(), Arc::clone(&ctx), stop.clone());
                     connections.spawn(conn);
                 }
                 Err(error) => {
-                    warn!(%error, "cannot accept a relay connection");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    let pause = errors.failed(&error);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = super::stopped(&mut stop) => break,
+                    }
                 }
             },
         }
@@ -101,21 +133,85 @@ pub(crate) async fn accept_loop(
     connections.shutdown().await;
 }
 
-/// One connection: TLS (if configured), then HTTP, then possibly the relay protocol.
+/// Failed accepts in a row: the growing pause, and a warning for the first one only.
+#[derive(Debug, Default)]
+struct AcceptErrors {
+    in_a_row: u32,
+}
+
+impl AcceptErrors {
+    /// Logs the failure (a warning for the first of a run) and returns how long to pause.
+    fn failed(&mut self, error: &std::io::Error) -> Duration {
+        if self.in_a_row == 0 {
+            warn!(%error, "cannot accept relay connections; backing off until accepts work again");
+        } else {
+            debug!(%error, failures = self.in_a_row + 1, "accept failed again");
+        }
+        let pause = ACCEPT_ERROR_PAUSE
+            .saturating_mul(1 << self.in_a_row.min(16))
+            .min(ACCEPT_ERROR_PAUSE_MAX);
+        self.in_a_row = self.in_a_row.saturating_add(1);
+        pause
+    }
+
+    /// An accept worked: a warning before gets its all-clear.
+    fn recovered(&mut self) {
+        if self.in_a_row > 0 {
+            info!(
+                failures = self.in_a_row,
+                "accepting relay connections again"
+            );
+            self.in_a_row = 0;
+        }
+    }
+}
+
+/// Connections refused over the handshake caps: each logged at DEBUG, and a WARN at most every
+/// [`REFUSAL_WARN_INTERVAL`] with the count since the last one.
+#[derive(Debug, Default)]
+struct Refusals {
+    last_warn: Option<tokio::time::Instant>,
+    since: u64,
+}
+
+impl Refusals {
+    fn note(&mut self, peer: SocketAddr, refused: Refused) {
+        debug!(%peer, cap = refused.label(), "connection refused: too many unfinished handshakes");
+        self.since += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last_warn
+            .is_none_or(|last| now.duration_since(last) >= REFUSAL_WARN_INTERVAL)
+        {
+            warn!(
+                %peer,
+                cap = refused.label(),
+                refused = self.since,
+                "refusing connections: too many unfinished handshakes (max_pending, max_pending_per_source)"
+            );
+            self.last_warn = Some(now);
+            self.since = 0;
+        }
+    }
+}
+
+/// One connection: TLS (if configured), then HTTP, then possibly the relay protocol. `slot` is its place
+/// among the connections in their handshake, given back once it logs in or ends.
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
+    slot: PendingSlot,
     tls: Option<TlsAcceptor>,
     ctx: Arc<Ctx>,
     stop: watch::Receiver<bool>,
 ) {
     match tls {
-        None => serve_http(stream, peer, ctx, stop).await,
+        None => serve_http(stream, peer, slot, ctx, stop).await,
         Some(acceptor) => {
             let accepted =
                 tokio::time::timeout(ctx.limits.handshake_timeout, acceptor.accept(stream)).await;
             match accepted {
-                Ok(Ok(stream)) => serve_http(stream, peer, ctx, stop).await,
+                Ok(Ok(stream)) => serve_http(stream, peer, slot, ctx, stop).await,
                 Ok(Err(error)) => {
                     ctx.metrics.handshake_failed("tls");
                     debug!(%peer, %error, "TLS handshake failed");
@@ -130,8 +226,13 @@ async fn serve_connection(
 }
 
 /// Serves HTTP on `stream` until it closes or upgrades; an upgrade continues as a relay client.
-async fn serve_http<S>(stream: S, peer: SocketAddr, ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>)
-where
+async fn serve_http<S>(
+    stream: S,
+    peer: SocketAddr,
+    slot: PendingSlot,
+    ctx: Arc<Ctx>,
+    mut stop: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let upgrade = Arc::new(Mutex::new(None));
@@ -145,6 +246,7 @@ where
         hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(ctx.limits.handshake_timeout)
+            .max_buf_size(MAX_REQUEST_HEAD)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades(),
     );
@@ -178,7 +280,7 @@ where
     match upgraded.downcast::<TokioIo<S>>() {
         Ok(parts) => {
             trace!(%peer, "relay connection upgraded");
-            client::serve(parts.io.into_inner(), parts.read_buf, ctx, stop).await;
+            client::serve(parts.io.into_inner(), parts.read_buf, slot, ctx, stop).await;
         }
         Err(_) => warn!(%peer, "upgraded connection has an unexpected type"),
     }

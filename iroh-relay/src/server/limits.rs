@@ -51,6 +51,15 @@ pub enum LimitsError {
     /// `max_clients` is 0, which would deny every login.
     #[error("max_clients must be at least 1 (leave it out for no cap)")]
     ZeroMaxClients,
+    /// A count that must be at least 1 is 0.
+    #[error("{name} must be at least 1")]
+    ZeroCount {
+        /// The limit's name.
+        name: &'static str,
+    },
+    /// `send_queue_bytes` is below one maximum-size frame, so a full datagram batch could never be queued.
+    #[error("send_queue_bytes of {0} is below one maximum-size frame ({MAX_FRAME_LEN} bytes)")]
+    SendQueueTooSmall(usize),
 }
 
 /// How often at most a rate-limited client is told so with a `Status RateLimited` frame.
@@ -81,8 +90,10 @@ impl RateLimit {
 
 /// Limits applied to each client connection.
 ///
-/// `Limits::default()` gives: no rate limit, a send queue of 256 frames, a 5 s write timeout, a keepalive ping
-/// every 30 s, a 90 s idle timeout, the protocol's 10 s handshake timeout and no cap on clients.
+/// `Limits::default()` gives: no rate limit, a send queue of 256 frames and 4 MiB, a 5 s write timeout, a
+/// keepalive ping every 30 s, a 90 s idle timeout, the protocol's 10 s handshake timeout, no cap on clients,
+/// and at most 2,048 connections still in their handshake (TLS, HTTP request, login), 64 of them from one
+/// source (an IPv4 address, or an IPv6 /64).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
@@ -92,6 +103,10 @@ pub struct Limits {
     /// Frames queued for one client before further frames to it are dropped (and counted). Each queued frame
     /// holds at most one datagram batch (64 KiB).
     pub send_queue_len: usize,
+    /// Bytes queued for one client before further frames to it are dropped (and counted), so a receiver
+    /// that stops reading pins at most this much (plus its 256 KiB write buffer) however large the frames
+    /// sent to it. At least one maximum-size frame (65,576 bytes).
+    pub send_queue_bytes: usize,
     /// How long one write to a client (at most 256 KiB) may take before the connection is closed.
     pub write_timeout: Duration,
     /// How often the server pings a connected client; also how often idle connections give back buffers.
@@ -103,6 +118,15 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// The most clients connected at once; further logins are denied. `None` for no cap.
     pub max_clients: Option<usize>,
+    /// The most connections in their handshake at once (accepted, but not yet logged in: the TLS handshake,
+    /// the HTTP request, the relay login; also plain HTTP requests such as `/ping`). Further connections are
+    /// closed as soon as they are accepted, and counted. Each costs at most about 32 KiB with TLS (the HTTP
+    /// request head is limited to 8 KiB, and a login frame to 1 KiB).
+    pub max_pending: usize,
+    /// The most connections in their handshake from one source at once: an IPv4 address, or an IPv6 /64
+    /// (one host usually owns a whole /64). Keeps a single host from taking every slot of
+    /// [`Limits::max_pending`] (or every file descriptor) with connections that never finish.
+    pub max_pending_per_source: usize,
 }
 
 impl Default for Limits {
@@ -115,6 +139,9 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(90),
             handshake_timeout: SERVER_HANDSHAKE_TIMEOUT,
             max_clients: None,
+            send_queue_bytes: 4 * 1024 * 1024,
+            max_pending: 2048,
+            max_pending_per_source: 64,
         }
     }
 }
@@ -130,6 +157,17 @@ impl Limits {
     pub(crate) fn validate(&self) -> Result<(), LimitsError> {
         if self.send_queue_len == 0 {
             return Err(LimitsError::EmptySendQueue);
+        }
+        if (self.send_queue_bytes as u64) < MAX_FRAME_LEN {
+            return Err(LimitsError::SendQueueTooSmall(self.send_queue_bytes));
+        }
+        for (name, value) in [
+            ("max_pending", self.max_pending),
+            ("max_pending_per_source", self.max_pending_per_source),
+        ] {
+            if value == 0 {
+                return Err(LimitsError::ZeroCount { name });
+            }
         }
         for (name, value) in [
             ("write_timeout", self.write_timeout),
@@ -377,5 +415,20 @@ mod tests {
             ..Limits::default()
         };
         assert_eq!(none.validate(), Err(LimitsError::ZeroMaxClients));
+        let tiny = Limits {
+            send_queue_bytes: 65_575,
+            ..Limits::default()
+        };
+        assert_eq!(tiny.validate(), Err(LimitsError::SendQueueTooSmall(65_575)));
+        let closed = Limits {
+            max_pending_per_source: 0,
+            ..Limits::default()
+        };
+        assert_eq!(
+            closed.validate(),
+            Err(LimitsError::ZeroCount {
+                name: "max_pending_per_source"
+            })
+        );
     }
 }

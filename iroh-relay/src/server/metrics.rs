@@ -8,6 +8,8 @@
 //! | `http_requests_total{route}` | counter | HTTP requests by route (`relay`, `ping`, `generate_204`, `healthz`, `other`) |
 //! | `upgrades_total` | counter | successful `/relay` upgrades (101 sent) |
 //! | `handshake_failures_total{reason}` | counter | connections that did not become clients, by reason |
+//! | `pending_handshakes` | gauge | connections accepted but not logged in now (TLS, HTTP request, login) |
+//! | `handshakes_refused_total{cap}` | counter | connections closed at accept because `max_pending` (`total`) or `max_pending_per_source` (`per_source`) was reached |
 //! | `clients` | gauge | clients logged in now |
 //! | `logins_total` | counter | successful logins |
 //! | `replaced_total` | counter | connections replaced by a newer one of the same node |
@@ -22,12 +24,15 @@
 //! | `discovery_records` | gauge | records stored |
 //! | `discovery_evicted_total` | counter | records evicted for age |
 //! | `dns_queries_total{rcode}` | counter | DNS queries answered, by response code: `noerror`, `nxdomain`, `refused`, `formerr`, `notimp`, `servfail`, `other` |
+//! | `stun_requests_total{result}` | counter | STUN datagrams on both STUN sockets: `answered`, `error` (an error response sent), `refused` (over the per-source rate limit), `malformed`, `ignored` |
 
 use std::{
     convert::Infallible,
     net::SocketAddr,
-    sync::{Arc, atomic::AtomicU64},
+    sync::{Arc, Mutex, PoisonError, atomic::AtomicU64},
 };
+
+use iroh_stun::server::{ServerStats, StatsHandle};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -46,6 +51,12 @@ use tracing::{debug, warn};
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
+}
+
+/// A metric label naming which cap refused a connection.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CapLabel {
+    cap: &'static str,
 }
 
 /// A metric label naming an HTTP route.
@@ -88,6 +99,11 @@ pub(crate) struct Metrics {
     pub(crate) discovery_records: Gauge,
     pub(crate) discovery_evicted: Counter,
     dns_queries: Family<RcodeLabel, Counter>,
+    pub(crate) pending_handshakes: Gauge,
+    handshakes_refused: Family<CapLabel, Counter>,
+    stun_requests: Family<ResultLabel, Counter>,
+    /// The STUN servers' counters, and what of them was last added to `stun_requests`.
+    stun: Mutex<Vec<(StatsHandle, ServerStats)>>,
 }
 
 /// A metric label naming an outcome.
@@ -211,8 +227,30 @@ impl Metrics {
             "DNS queries answered, by response code",
             dns_queries.clone(),
         );
+        let pending_handshakes = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        registry.register(
+            "pending_handshakes",
+            "Connections accepted but not logged in now",
+            pending_handshakes.clone(),
+        );
+        let handshakes_refused = Family::<CapLabel, Counter>::default();
+        registry.register(
+            "handshakes_refused",
+            "Connections closed at accept because a cap on unfinished handshakes was reached",
+            handshakes_refused.clone(),
+        );
+        let stun_requests = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "stun_requests",
+            "STUN datagrams received, by result",
+            stun_requests.clone(),
+        );
         Self {
             registry,
+            pending_handshakes,
+            handshakes_refused,
+            stun_requests,
+            stun: Mutex::new(Vec::new()),
             accepts,
             http_requests,
             upgrades,
@@ -262,6 +300,49 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a connection refused at accept by the cap named `cap`.
+    pub(crate) fn handshake_refused(&self, cap: &'static str) {
+        self.handshakes_refused
+            .get_or_create(&CapLabel { cap })
+            .inc();
+    }
+
+    /// Exports the counters of these STUN servers as `stun_requests_total`.
+    pub(crate) fn watch_stun(&self, servers: Vec<StatsHandle>) {
+        let mut stun = self.stun.lock().unwrap_or_else(PoisonError::into_inner);
+        stun.extend(servers.into_iter().map(|s| (s, ServerStats::default())));
+        drop(stun);
+        for result in ["answered", "error", "refused", "malformed", "ignored"] {
+            self.stun_requests
+                .get_or_create(&ResultLabel { result })
+                .inc_by(0);
+        }
+    }
+
+    /// Adds what the STUN servers counted since the last call to `stun_requests`.
+    fn sync_stun(&self) {
+        let mut stun = self.stun.lock().unwrap_or_else(PoisonError::into_inner);
+        for (handle, seen) in stun.iter_mut() {
+            let now = handle.stats();
+            for (result, new, old) in [
+                ("answered", now.requests_answered, seen.requests_answered),
+                ("error", now.errors_answered, seen.errors_answered),
+                (
+                    "refused",
+                    now.refused_rate_limited,
+                    seen.refused_rate_limited,
+                ),
+                ("malformed", now.dropped_malformed, seen.dropped_malformed),
+                ("ignored", now.ignored, seen.ignored),
+            ] {
+                self.stun_requests
+                    .get_or_create(&ResultLabel { result })
+                    .inc_by(new.saturating_sub(old));
+            }
+            *seen = now;
+        }
+    }
+
     /// Counts an ended client connection.
     pub(crate) fn disconnected(&self, reason: &'static str) {
         self.disconnects
@@ -287,6 +368,7 @@ impl Metrics {
 
     /// Everything in the OpenMetrics text format.
     pub(crate) fn encode(&self) -> String {
+        self.sync_stun();
         let mut text = String::new();
         if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
             warn!(%error, "cannot encode metrics");

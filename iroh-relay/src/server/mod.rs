@@ -60,16 +60,18 @@ pub mod discovery;
 mod http;
 mod limits;
 mod metrics;
+mod pending;
 mod tls;
 
 pub use access::AccessControl;
 pub use discovery::DiscoveryConfig;
 pub use http::{
-    CHALLENGE_HEADER, GENERATE_204_PATH, HEALTHZ_PATH, MAX_CHALLENGE_LEN, PING_PATH,
-    RESPONSE_HEADER,
+    CHALLENGE_HEADER, GENERATE_204_PATH, HEALTHZ_PATH, MAX_CHALLENGE_LEN, MAX_REQUEST_HEAD,
+    PING_PATH, RESPONSE_HEADER,
 };
+pub use iroh_stun::server::RateLimit as StunRateLimit;
 pub use limits::{Limits, LimitsError, MAX_LIMIT_DURATION, RateLimit};
-pub use tls::TlsConfig;
+pub use tls::{TlsConfig, TlsError};
 
 use self::{
     clients::{Clients, CloseReason},
@@ -103,6 +105,10 @@ pub struct ServerConfig {
     /// "symmetric" NAT, for which it then tries port prediction) even when this is its only relay. `None`
     /// for none; needs [`ServerConfig::stun_bind`]. Usually the STUN port plus one on the same IP.
     pub stun_alt_bind: Option<SocketAddr>,
+    /// The STUN requests answered per source (an IPv4 address or IPv6 /64), on each STUN socket; more are
+    /// dropped and counted (`stun_requests_total{result="refused"}`), so a spoofed source cannot use the
+    /// relay as a reflector. Default 20 a second, bursts of 40; `None` for no limit.
+    pub stun_rate_limit: Option<StunRateLimit>,
     /// Where Prometheus metrics are served (`GET /metrics`); `None` for none.
     pub metrics_bind: Option<SocketAddr>,
     /// How long [`Server::shutdown`] waits for connections to close before aborting them.
@@ -125,6 +131,7 @@ impl ServerConfig {
             limits: Limits::default(),
             stun_bind: None,
             stun_alt_bind: None,
+            stun_rate_limit: Some(StunRateLimit::default()),
             metrics_bind: None,
             shutdown_timeout: Duration::from_secs(5),
             discovery: None,
@@ -133,10 +140,13 @@ impl ServerConfig {
     }
 
     /// For development and tests: plain HTTP on `127.0.0.1:0` and STUN on `127.0.0.1:0` (ports chosen by the
-    /// system), no metrics.
+    /// system), no metrics. Every local endpoint shares the source 127.0.0.1, so there is no STUN rate limit
+    /// and the per-source cap on unfinished handshakes is the total one.
     pub fn dev() -> Self {
         let mut config = Self::new(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.stun_bind = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.stun_rate_limit = None;
+        config.limits.max_pending_per_source = config.limits.max_pending;
         config
     }
 
@@ -188,6 +198,12 @@ impl ServerConfig {
         self
     }
 
+    /// Sets (or with `None` removes) the per-source STUN limit.
+    pub fn with_stun_rate_limit(mut self, limit: Option<StunRateLimit>) -> Self {
+        self.stun_rate_limit = limit;
+        self
+    }
+
     /// Sets (or with `None` disables) the metrics listener.
     pub fn with_metrics_bind(mut self, addr: Option<SocketAddr>) -> Self {
         self.metrics_bind = addr;
@@ -224,10 +240,28 @@ pub enum ServerError {
     },
     /// The TLS setup failed (unreadable files, a bad key, certificate generation).
     #[error("TLS setup failed: {0}")]
-    Tls(String),
-    /// The configuration is inconsistent.
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
+    Tls(#[from] TlsError),
+    /// `stun_alt_bind` is set without `stun_bind`.
+    #[error("stun_alt_bind needs stun_bind")]
+    StunAltWithoutStun,
+    /// The STUN server's settings cannot be used.
+    #[error("invalid STUN settings: {0}")]
+    Stun(#[from] iroh_stun::EncodeError),
+    /// The host name and port do not make a relay URL.
+    #[error("relay URL {text:?}: {source}")]
+    RelayUrl {
+        /// The URL tried.
+        text: String,
+        /// Why it is not one.
+        #[source]
+        source: iroh_base::RelayUrlParseError,
+    },
+    /// The discovery settings cannot be used.
+    #[error("invalid discovery settings: {0}")]
+    Discovery(#[from] discovery::DiscoveryConfigError),
+    /// The discovery record store could not be opened.
+    #[error("discovery store: {0}")]
+    DiscoveryStore(#[source] discovery::StoreError),
     /// The limits cannot be used.
     #[error("invalid limits: {0}")]
     Limits(#[from] LimitsError),
@@ -246,6 +280,7 @@ pub(crate) struct Ctx {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) discovery: Option<Arc<discovery::Shared>>,
     pub(crate) relay_enabled: bool,
+    pub(crate) pending: pending::Pending,
 }
 
 /// A running relay server.
@@ -283,7 +318,12 @@ impl Server {
         let relay_addr = listener.local_addr()?;
         let relay_url = relay_url(&config, tls.as_ref(), relay_addr)?;
 
-        let (stun, stun_alt) = spawn_stun(config.stun_bind, config.stun_alt_bind).await?;
+        let (stun, stun_alt) = spawn_stun(
+            config.stun_bind,
+            config.stun_alt_bind,
+            config.stun_rate_limit,
+        )
+        .await?;
         let metrics_listener = match config.metrics_bind {
             Some(addr) => Some(metrics::bind(addr).await?),
             None => None,
@@ -294,6 +334,13 @@ impl Server {
             .transpose()?;
 
         let metrics = Arc::new(Metrics::new());
+        metrics.watch_stun(
+            [stun.as_ref(), stun_alt.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(iroh_stun::Server::stats_handle)
+                .collect(),
+        );
         let (stop, stop_rx) = watch::channel(false);
         let discovery = match &config.discovery {
             Some(discovery) => Some(
@@ -304,9 +351,17 @@ impl Server {
         };
         let ctx = Arc::new(Ctx {
             clients: Clients::new(
-                config.limits.send_queue_len,
+                clients::QueueLimits {
+                    frames: config.limits.send_queue_len,
+                    bytes: config.limits.send_queue_bytes,
+                },
                 config.limits.max_clients,
                 Arc::clone(&metrics),
+            ),
+            pending: pending::Pending::new(
+                config.limits.max_pending,
+                config.limits.max_pending_per_source,
+                metrics.pending_handshakes.clone(),
             ),
             access: config.access,
             bearer_token: config.bearer_token,
@@ -408,6 +463,12 @@ impl Server {
         self.ctx.clients.len()
     }
 
+    /// How many connections are in their handshake now: accepted, not yet logged in (see
+    /// [`Limits::max_pending`]).
+    pub fn num_pending(&self) -> usize {
+        self.ctx.pending.len()
+    }
+
     /// Shuts down gracefully: stops accepting, tells every client `Status Restarting` and closes it, waits up
     /// to the configured shutdown timeout for connections to end, aborts the rest, and stops STUN and
     /// metrics.
@@ -458,6 +519,7 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 async fn spawn_stun(
     main: Option<SocketAddr>,
     alt: Option<SocketAddr>,
+    limit: Option<StunRateLimit>,
 ) -> Result<(Option<iroh_stun::Server>, Option<iroh_stun::Server>), ServerError> {
     let bind = |addr: SocketAddr, what: &'static str| async move {
         tokio::net::UdpSocket::bind(addr)
@@ -466,14 +528,13 @@ async fn spawn_stun(
     };
     let config = || {
         iroh_stun::ServerConfig::default()
+            .with_rate_limit(limit)
             .with_software(STUN_SOFTWARE)
-            .map_err(|e| ServerError::InvalidConfig(e.to_string()))
+            .map_err(ServerError::Stun)
     };
     let Some(main) = main else {
         if alt.is_some() {
-            return Err(ServerError::InvalidConfig(
-                "stun_alt_bind needs stun_bind".into(),
-            ));
+            return Err(ServerError::StunAltWithoutStun);
         }
         return Ok((None, None));
     };
@@ -515,7 +576,7 @@ fn relay_url(
         }
     };
     text.parse()
-        .map_err(|e| ServerError::InvalidConfig(format!("relay URL {text:?}: {e}")))
+        .map_err(|source| ServerError::RelayUrl { text, source })
 }
 
 #[cfg(test)]

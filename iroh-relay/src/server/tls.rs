@@ -76,12 +76,36 @@ impl std::fmt::Debug for Tls {
     }
 }
 
+/// Why the TLS setup failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The self-signed certificate could not be generated.
+    #[error("cannot generate a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A PEM file could not be read or holds no valid PEM.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("no certificate found in {0}")]
+    NoCertificate(PathBuf),
+    /// rustls refused the certificate, the key or the protocol versions.
+    #[error("certificate or key rejected: {0}")]
+    Rejected(#[from] rustls::Error),
+}
+
 /// Builds the rustls configuration for `config`.
 pub(crate) fn build(config: &TlsConfig) -> Result<Tls, ServerError> {
     match config {
         TlsConfig::SelfSigned { hostnames } => {
-            let certified = rcgen::generate_simple_self_signed(hostnames.clone())
-                .map_err(|e| ServerError::Tls(format!("cannot generate certificate: {e}")))?;
+            let certified =
+                rcgen::generate_simple_self_signed(hostnames.clone()).map_err(TlsError::from)?;
             let cert = certified.cert.der().clone();
             let key =
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
@@ -96,21 +120,18 @@ pub(crate) fn build(config: &TlsConfig) -> Result<Tls, ServerError> {
             cert_path,
             key_path,
         } => {
-            let file_error = |path: &PathBuf, e: &dyn std::fmt::Display| {
-                ServerError::Tls(format!("cannot read {}: {e}", path.display()))
+            let file_error = |path: &PathBuf| {
+                let path = path.clone();
+                move |source| TlsError::Read { path, source }
             };
             let certificates = CertificateDer::pem_file_iter(cert_path)
-                .map_err(|e| file_error(cert_path, &e))?
+                .map_err(file_error(cert_path))?
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| file_error(cert_path, &e))?;
+                .map_err(file_error(cert_path))?;
             if certificates.is_empty() {
-                return Err(ServerError::Tls(format!(
-                    "no certificate found in {}",
-                    cert_path.display()
-                )));
+                return Err(TlsError::NoCertificate(cert_path.clone()).into());
             }
-            let key =
-                PrivateKeyDer::from_pem_file(key_path).map_err(|e| file_error(key_path, &e))?;
+            let key = PrivateKeyDer::from_pem_file(key_path).map_err(file_error(key_path))?;
             Ok(Tls {
                 acceptor: acceptor(certificates.clone(), key)?,
                 certificates,
@@ -132,10 +153,10 @@ fn acceptor(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .map_err(TlsError::from)?
         .with_no_client_auth()
         .with_single_cert(certificates, key)
-        .map_err(|e| ServerError::Tls(format!("certificate or key rejected: {e}")))?;
+        .map_err(TlsError::from)?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -138,25 +138,57 @@ impl DiscoveryConfig {
         self
     }
 
-    pub(crate) fn validate(&self) -> Result<Name, String> {
+    pub(crate) fn validate(&self) -> Result<Name, DiscoveryConfigError> {
         let text = self.origin.trim_end_matches('.');
-        let mut origin = Name::from_ascii(text)
-            .map_err(|e| format!("discovery origin {:?}: {e}", self.origin))?;
+        let mut origin =
+            Name::from_ascii(text).map_err(|source| DiscoveryConfigError::InvalidOrigin {
+                origin: self.origin.clone(),
+                source,
+            })?;
         if text.is_empty() || origin.num_labels() == 0 {
-            return Err("discovery origin must not be the root".into());
+            return Err(DiscoveryConfigError::RootOrigin);
         }
         origin.set_fqdn(true);
         if !(self.publish_rate.per_second > 0.0 && self.publish_rate.per_second.is_finite()) {
-            return Err("discovery publish rate must be a positive number".into());
+            return Err(DiscoveryConfigError::PublishRate(
+                self.publish_rate.per_second,
+            ));
         }
         if self.publish_rate.burst == 0 {
-            return Err("discovery publish burst must be at least 1".into());
+            return Err(DiscoveryConfigError::ZeroBurst);
         }
         if self.evict_interval.is_zero() {
-            return Err("discovery eviction interval must not be zero".into());
+            return Err(DiscoveryConfigError::ZeroEvictInterval);
         }
         Ok(origin)
     }
+}
+
+/// Why a [`DiscoveryConfig`] cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoveryConfigError {
+    /// The origin is not a DNS name.
+    #[error("discovery origin {origin:?} is not a DNS name: {source}")]
+    InvalidOrigin {
+        /// The origin given.
+        origin: String,
+        /// Why.
+        #[source]
+        source: hickory_server::proto::ProtoError,
+    },
+    /// The origin is the DNS root.
+    #[error("discovery origin must not be the root")]
+    RootOrigin,
+    /// The publish rate is not a positive number.
+    #[error("discovery publish rate must be a positive number, not {0}")]
+    PublishRate(f64),
+    /// The publish burst is 0.
+    #[error("discovery publish burst must be at least 1")]
+    ZeroBurst,
+    /// The eviction interval is zero.
+    #[error("discovery eviction interval must not be zero")]
+    ZeroEvictInterval,
 }
 
 /// What the HTTP handlers and the DNS server share.
@@ -186,12 +218,12 @@ impl Discovery {
         metrics: Arc<Metrics>,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, ServerError> {
-        let origin = config.validate().map_err(ServerError::InvalidConfig)?;
+        let origin = config.validate()?;
         let db_path = config.db_path.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(db_path.as_deref()))
             .await
             .map_err(|e| ServerError::Io(std::io::Error::other(e)))?
-            .map_err(|e| ServerError::InvalidConfig(format!("discovery store: {e}")))?;
+            .map_err(ServerError::DiscoveryStore)?;
         let count = store.len().unwrap_or(0);
         metrics
             .discovery_records

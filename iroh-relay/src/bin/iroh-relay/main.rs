@@ -8,6 +8,8 @@ use iroh_relay::server::{DiscoveryConfig, Server, ServerConfig, config::FileConf
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
+mod trim;
+
 /// Where `--dev` serves the relay (plain HTTP).
 const DEV_RELAY: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 3340);
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -101,9 +104,41 @@ async fn run(cli: Cli) -> Result<(), String> {
     if let (Some(dns), Some(origin)) = (server.dns_addr(), server.discovery_origin()) {
         info!("discovery: DNS on {dns} (UDP and TCP) for the origin {origin}");
     }
-    signals.wait().await;
+    tokio::select! {
+        () = signals.wait() => {}
+        () = trim::run(&server) => {}
+    }
     server.shutdown().await;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit, and logs the figure: each relay connection is a
+/// file descriptor, and the usual soft limit of 1,024 is far below what a relay holds.
+fn raise_fd_limit() {
+    let before = rlimit::Resource::NOFILE.get();
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            let (soft, hard) = before.unwrap_or((limit, limit));
+            if limit > soft {
+                info!(
+                    limit,
+                    was = soft,
+                    hard,
+                    "raised the open file limit to the hard limit"
+                );
+            } else {
+                info!(limit, hard, "open file limit");
+            }
+            if limit < 4096 {
+                warn!(
+                    limit,
+                    "the open file limit is low for a relay; raise the hard limit (LimitNOFILE= in a systemd \
+                     unit, or ulimit -Hn)"
+                );
+            }
+        }
+        Err(error) => warn!(%error, "cannot read or raise the open file limit"),
+    }
 }
 
 /// SIGTERM and Ctrl-C (SIGINT), registered on creation.
