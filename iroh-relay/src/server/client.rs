@@ -48,7 +48,7 @@ use crate::{
 /// client reads our last frames instead of a reset.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// The largest frame body read before the login completes: the login frame is 97 bytes, so a larger frame
+/// The largest frame body read before the login completes: the login frame's body is 97 bytes, so a larger frame
 /// is refused at its header, and a connection that has not logged in never reserves a full 64 KiB frame.
 pub(crate) const MAX_LOGIN_FRAME_BODY: usize = 1024;
 

@@ -6,8 +6,9 @@
 //!
 //! A source is an IPv4 address, or an IPv6 /64 (one host usually owns a whole /64, so per-address buckets
 //! would be no limit at all). At most [`MAX_TRACKED_SOURCES`] sources are tracked; when that many are, the
-//! ones whose buckets have refilled (idle ones) are forgotten, at most once a second, and a new source is
-//! refused while none can be.
+//! ones whose buckets have refilled (idle ones) are forgotten, at most once a second, and while none can be
+//! a new source is answered without being tracked: a flood of made-up sources must not shut out real
+//! clients (it could, if new sources were refused), and it gets no more than the server gave before limits.
 
 use std::{
     collections::HashMap,
@@ -96,6 +97,8 @@ fn prefix64(ip: Ipv6Addr) -> [u8; 8] {
 
 impl SourceLimiter {
     pub(crate) fn new(limit: RateLimit) -> Self {
+        // The fields are public: a zero written directly would never refill.
+        let limit = RateLimit::new(limit.requests_per_second, limit.burst);
         Self {
             limit,
             capacity: u64::from(limit.burst.max(1)) * MICRO,
@@ -110,7 +113,7 @@ impl SourceLimiter {
         if !self.buckets.contains_key(&source) && self.buckets.len() >= MAX_TRACKED_SOURCES {
             self.sweep(now);
             if self.buckets.len() >= MAX_TRACKED_SOURCES {
-                return false;
+                return true;
             }
         }
         let (capacity, rate) = (self.capacity, u64::from(self.limit.requests_per_second));
@@ -222,12 +225,13 @@ mod tests {
             assert!(limiter.admit(t0, v4(i)));
         }
         assert_eq!(limiter.tracked(), MAX_TRACKED_SOURCES);
-        // Full of busy sources: a new one is refused, the known ones still served.
+        // Full of busy sources: a new one is answered untracked (a flood of made-up sources must not shut
+        // real clients out), the tracked ones still limited.
         let new = v4(max + 1);
-        assert!(!limiter.admit(t0, new));
+        assert!(limiter.admit(t0, new));
+        assert_eq!(limiter.tracked(), MAX_TRACKED_SOURCES);
         assert!(limiter.admit(t0, v4(5)));
-        // Within the sweep interval nothing is retried.
-        assert!(!limiter.admit(t0 + Duration::from_millis(500), new));
+        assert!(limiter.admit(t0 + Duration::from_millis(500), new));
         // Once their buckets refill (one request in 50 ms), the idle ones are forgotten.
         let later = t0 + Duration::from_secs(2);
         assert!(limiter.admit(later, new));

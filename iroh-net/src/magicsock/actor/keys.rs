@@ -13,7 +13,9 @@
 //! - a *stranger* gets a key agreement only within a token bucket, [`STRANGER_KEYS_PER_SECOND`] with bursts
 //!   of [`STRANGER_KEY_BURST`], one bucket for UDP and one for packets a relay vouches for (the relay checked
 //!   the sender's login), so a free UDP flood cannot shut out newcomers arriving through a relay;
-//! - past [`MAX_SECRETS`] keys, the strangers' keys are dropped, not the known ones.
+//! - past [`MAX_SECRETS`] keys, the strangers' keys are dropped first; if known nodes alone still fill half
+//!   the cache (an attacker with real keys can become "known"), it starts over, so the cache stays bounded
+//!   and a full one costs one sweep per [`MAX_SECRETS`] / 2 insertions at most.
 //!
 //! A stranger over budget loses the packet (counted in `SocketStats::disco_over_budget`); a real newcomer
 //! retries its pings, and its first contact usually comes through its relay anyway.
@@ -31,7 +33,7 @@ use crate::magicsock::metrics::inc;
 pub(crate) const STRANGER_KEYS_PER_SECOND: u32 = 100;
 /// Key agreements a quiet origin may spend at once on strangers.
 pub(crate) const STRANGER_KEY_BURST: u32 = 200;
-/// The most keys cached; past it, strangers' keys are dropped.
+/// The most keys cached; past it, strangers' keys are dropped (and all, if known ones fill half of it).
 pub(crate) const MAX_SECRETS: usize = 4096;
 
 /// Micro-tokens per key agreement, so refills are exact integers.
@@ -123,6 +125,9 @@ impl<S> DiscoKeys<S> {
             let secret = derive().ok_or(KeyRefused::Invalid)?;
             if self.secrets.len() >= MAX_SECRETS {
                 self.secrets.retain(|node, _| is_known(node));
+                if self.secrets.len() >= MAX_SECRETS / 2 {
+                    self.secrets.clear();
+                }
             }
             self.secrets.insert(node, secret);
         }
@@ -281,6 +286,18 @@ mod tests {
                 Ok(&1)
             );
         }
+    }
+
+    #[test]
+    fn a_cache_full_of_known_nodes_starts_over_and_stays_bounded() {
+        let t0 = Instant::now();
+        let mut keys = DiscoKeys::<u64>::new(t0);
+        let all = nodes(MAX_SECRETS + 1);
+        for node in &all {
+            keys.get(t0, *node, false, |_| true, || Some(1)).unwrap();
+            assert!(keys.len() <= MAX_SECRETS);
+        }
+        assert_eq!(keys.len(), 1, "started over at the limit");
     }
 
     #[test]

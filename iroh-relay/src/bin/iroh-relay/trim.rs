@@ -33,7 +33,8 @@ pub(crate) async fn run(server: &Server) {
         peak = peak.max(now);
         if peak - now >= TRIM_AFTER_ENDED {
             let started = std::time::Instant::now();
-            let returned = trim();
+            // Off the runtime's workers: it takes milliseconds under the allocator's locks.
+            let returned = tokio::task::spawn_blocking(trim).await.unwrap_or(false);
             debug!(
                 ended = peak - now,
                 returned,
