@@ -71,6 +71,8 @@ pub use crate::{
     paths::{ConnectionType, PathConfig, PathInfo, Source},
     portmap::{MappingProtocol, client::Mapping, service::PortMapConfig},
 };
+/// Which HTTP upgrade relay connections ask for first (see [`Builder::relay_transport`]).
+pub use iroh_relay::client::Transport as RelayTransport;
 
 /// Messages the actor's inbox holds.
 const ACTOR_INBOX: usize = 1024;
@@ -305,6 +307,14 @@ impl Builder {
     /// certificate, a private CA).
     pub fn relay_extra_roots(mut self, roots: Vec<CertificateDer<'static>>) -> Self {
         self.relay_tls.extra_roots = roots;
+        self
+    }
+
+    /// The HTTP upgrade relay connections try first: the relay protocol's own (the default) or a WebSocket,
+    /// for networks where only WebSocket gets through to the relay. Either falls back to the other when the
+    /// relay (or a proxy in front of it) clearly refuses it.
+    pub fn relay_transport(mut self, transport: RelayTransport) -> Self {
+        self.relay_tls.transport = transport;
         self
     }
 

@@ -5,6 +5,8 @@
 //!   and with 64 KiB GSO batches of 1200-byte segments: payload Gbit/s and datagrams/s as received. The sender
 //!   keeps at most a window of bytes in flight (sent but not yet received) so the figure is the sustained
 //!   forwarding rate, not the rate at which the relay can drop;
+//! - the same through the crate's client (`connect_once`) over TLS with each transport, the relay protocol's
+//!   own upgrade and WebSocket, and their ratio;
 //! - the relay's resident memory per idle client: VmRSS of the relay process before and after 1,000 clients
 //!   log in and sit idle.
 //!
@@ -33,7 +35,13 @@ use std::{
 
 use bytes::Bytes;
 use iroh_base::SecretKey;
-use iroh_relay::protos::frame::{Datagrams, Ecn, Frame, MAX_PAYLOAD};
+use iroh_relay::{
+    client::{
+        ConnectOptions, ConnectionReader, ConnectionWriter, Transport as ClientTransport,
+        connect_once,
+    },
+    protos::frame::{Datagrams, Ecn, Frame, MAX_PAYLOAD},
+};
 use rustls::pki_types::CertificateDer;
 use server_support::{TestClient, Transport};
 use tokio::sync::Notify;
@@ -132,11 +140,94 @@ struct Throughput {
     datagrams_per_s: f64,
 }
 
-/// Relays `batch` from one client to another for `secs` seconds, keeping at most [`WINDOW`] in flight.
-async fn throughput(transport: &Transport, batch: Datagrams, secs: f64) -> Throughput {
-    let mut sender = TestClient::connect(transport, SecretKey::generate()).await;
-    let mut receiver = TestClient::connect(transport, SecretKey::generate()).await;
+/// The sending end of a throughput run: the raw test client, or the crate's client over either transport.
+enum Sender {
+    Raw(Box<TestClient>),
+    Client(ConnectionWriter),
+}
+
+impl Sender {
+    async fn queue(&mut self, frame: &Frame) {
+        match self {
+            Self::Raw(client) => client.writer.queue(frame).await.expect("send"),
+            Self::Client(writer) => writer.queue(frame).await.expect("send"),
+        }
+    }
+
+    async fn flush(&mut self) {
+        match self {
+            Self::Raw(client) => client.writer.flush().await.expect("flush"),
+            Self::Client(writer) => writer.flush().await.expect("flush"),
+        }
+    }
+}
+
+/// The receiving end of a throughput run.
+enum Receiver {
+    Raw(Box<TestClient>),
+    Client(ConnectionReader, ConnectionWriter),
+}
+
+impl Receiver {
+    async fn next(&mut self) -> Option<Frame> {
+        match self {
+            Self::Raw(client) => client.reader.read_frame().await.ok().flatten(),
+            Self::Client(reader, _) => reader.recv().await.ok().flatten(),
+        }
+    }
+
+    async fn pong(&mut self, data: [u8; 8]) {
+        let _ = match self {
+            Self::Raw(client) => client.writer.send(&Frame::Pong(data)).await,
+            Self::Client(_, writer) => writer.send(&Frame::Pong(data)).await,
+        };
+    }
+}
+
+/// Two raw test clients.
+async fn raw_pair(transport: &Transport) -> (Sender, Receiver, iroh_base::NodeId) {
+    let sender = TestClient::connect(transport, SecretKey::generate()).await;
+    let receiver = TestClient::connect(transport, SecretKey::generate()).await;
     let dst = receiver.node_id();
+    (
+        Sender::Raw(Box::new(sender)),
+        Receiver::Raw(Box::new(receiver)),
+        dst,
+    )
+}
+
+/// Two of the crate's clients (one connection each, no reconnects) over `kind`.
+async fn client_pair(
+    relay: &Relay,
+    kind: ClientTransport,
+) -> (Sender, Receiver, iroh_base::NodeId) {
+    let url: iroh_base::RelayUrl = format!("https://localhost:{}", relay.addr.port())
+        .parse()
+        .expect("url");
+    let connect = |key: SecretKey| {
+        let options = ConnectOptions::new(url.clone(), key)
+            .extra_roots(relay.roots.clone())
+            .transport(kind);
+        async move { connect_once(&options).await.expect("connect") }
+    };
+    let (_, sender) = connect(SecretKey::generate()).await.split();
+    let key = SecretKey::generate();
+    let dst = key.public();
+    let (reader, writer) = connect(key).await.split();
+    (
+        Sender::Client(sender),
+        Receiver::Client(reader, writer),
+        dst,
+    )
+}
+
+/// Relays `batch` from `sender` to `receiver` (node `dst`) for `secs` seconds, keeping at most [`WINDOW`]
+/// in flight.
+async fn throughput(
+    (mut sender, mut receiver, dst): (Sender, Receiver, iroh_base::NodeId),
+    batch: Datagrams,
+    secs: f64,
+) -> Throughput {
     let per_frame_bytes = batch.contents.len() as u64;
     let per_frame_datagrams = batch.iter().count() as u64;
     let received = Arc::new(AtomicU64::new(0));
@@ -149,18 +240,14 @@ async fn throughput(transport: &Transport, batch: Datagrams, secs: f64) -> Throu
         let done = done.clone();
         tokio::spawn(async move {
             while !done.load(Ordering::Relaxed) {
-                match tokio::time::timeout(Duration::from_secs(2), receiver.reader.read_frame())
-                    .await
-                {
-                    Ok(Ok(Some(Frame::RecvDatagrams { datagrams, .. }))) => {
+                match tokio::time::timeout(Duration::from_secs(2), receiver.next()).await {
+                    Ok(Some(Frame::RecvDatagrams { datagrams, .. })) => {
                         received.fetch_add(datagrams.contents.len() as u64, Ordering::Relaxed);
                         progress.notify_one();
                     }
-                    Ok(Ok(Some(Frame::Ping(data)))) => {
-                        let _ = receiver.writer.send(&Frame::Pong(data)).await;
-                    }
-                    Ok(Ok(Some(_))) => {}
-                    Ok(_) => break,
+                    Ok(Some(Frame::Ping(data))) => receiver.pong(data).await,
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
                     Err(_) => {}
                 }
             }
@@ -201,11 +288,11 @@ async fn throughput(transport: &Transport, batch: Datagrams, secs: f64) -> Throu
         let mut queued = 0;
         while queued < WINDOW / 4 && sent.saturating_sub(received.load(Ordering::Relaxed)) < WINDOW
         {
-            sender.writer.queue(&frame).await.expect("send");
+            sender.queue(&frame).await;
             sent += per_frame_bytes;
             queued += per_frame_bytes;
         }
-        sender.writer.flush().await.expect("flush");
+        sender.flush().await;
     }
     let (started, received_at_start) = start.expect("measured");
     let elapsed = started.elapsed().as_secs_f64();
@@ -231,7 +318,8 @@ async fn rss_per_idle_client(relay: &Relay) -> (u64, u64, f64) {
     for _ in 0..IDLE_CLIENTS {
         let transport = transport.clone();
         tasks.spawn(async move { TestClient::connect(&transport, SecretKey::generate()).await });
-        if tasks.len() >= 64 {
+        // Fewer at once than the relay's 64 unfinished handshakes per source (`max_pending_per_source`).
+        if tasks.len() >= 32 {
             clients.push(tasks.join_next().await.expect("task").expect("client"));
         }
     }
@@ -285,11 +373,36 @@ fn main() {
         runtime.block_on(async {
             let transport = relay.transport();
             for (name, batch) in [("1200 B datagrams", &single), ("64 KiB GSO batches", &gso)] {
-                let result = throughput(&transport, batch.clone(), secs).await;
+                let result = throughput(raw_pair(&transport).await, batch.clone(), secs).await;
                 println!(
                     "throughput {mode:5} {name:18}: {:6.2} Gbit/s {:>10.0} datagrams/s",
                     result.gbit_per_s, result.datagrams_per_s
                 );
+            }
+            if tls {
+                // The crate's client over each transport, same relay, same run.
+                // Three rounds, alternating, and the medians: a shared 2-core machine drifts by more than
+                // the difference being measured.
+                for (name, batch) in [("1200 B datagrams", &single), ("64 KiB GSO batches", &gso)] {
+                    let mut gbit = [Vec::new(), Vec::new()];
+                    for _ in 0..3 {
+                        for (i, kind) in [ClientTransport::Relay, ClientTransport::WebSocket]
+                            .into_iter()
+                            .enumerate()
+                        {
+                            let pair = client_pair(&relay, kind).await;
+                            gbit[i].push(throughput(pair, batch.clone(), secs).await.gbit_per_s);
+                        }
+                    }
+                    let [relayed, ws] = gbit.map(|mut runs| {
+                        runs.sort_by(f64::total_cmp);
+                        runs[1]
+                    });
+                    println!(
+                        "client     TLS   {name:18}: relay upgrade {relayed:5.2} Gbit/s, WebSocket {ws:5.2} Gbit/s (medians of 3) = {:.2}x",
+                        ws / relayed
+                    );
+                }
             }
         });
         relay.stop();

@@ -67,3 +67,5 @@ pub mod protos;
 #[cfg(feature = "server")]
 #[cfg_attr(iroh_docsrs, doc(cfg(feature = "server")))]
 pub mod server;
+#[cfg(any(feature = "client", feature = "server"))]
+mod ws;

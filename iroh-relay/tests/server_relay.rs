@@ -221,14 +221,20 @@ async fn garbage(mode: Mode) {
 
     // HTTP, but the wrong protocol or no upgrade: 426 naming ours.
     for headers in [
-        "Connection: Upgrade\r\nUpgrade: websocket\r\n",
+        "Connection: Upgrade\r\nUpgrade: h2c\r\n",
         "Connection: keep-alive\r\n",
         "",
     ] {
         let (status, head, _) = http_request(&transport, "GET", "/relay", headers).await;
         assert_eq!(status, 426, "{headers:?}");
-        assert_eq!(header(&head, "upgrade"), Some("iroh-relay-v1"));
+        assert_eq!(header(&head, "upgrade"), Some("iroh-relay-v1, websocket"));
     }
+    // A WebSocket upgrade without the version: 426 naming version 13.
+    let ws = "Connection: Upgrade\r\nUpgrade: websocket\r\n";
+    let (status, head, _) = http_request(&transport, "GET", "/relay", ws).await;
+    assert_eq!(status, 426);
+    assert_eq!(header(&head, "upgrade"), Some("websocket"));
+    assert_eq!(header(&head, "sec-websocket-version"), Some("13"));
     let (status, _, _) = http_request(&transport, "POST", "/relay", "").await;
     assert_eq!(status, 405);
 

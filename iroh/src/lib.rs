@@ -69,7 +69,7 @@ pub use iroh_net::{
     discovery,
     endpoint::{
         AcceptError, BindError, Builder as EndpointBuilder, ConnectError, Connection, Endpoint,
-        Incoming, RelayMode, RemoteInfo, WindowTuning, default_transport_config,
+        Incoming, RelayMode, RelayTransport, RemoteInfo, WindowTuning, default_transport_config,
     },
     paths::ConnectionType,
     portmap::{self, MappingProtocol, client::Mapping, service::PortMapConfig},

@@ -172,11 +172,12 @@ impl Watchers {
     }
 }
 
-/// How relay connections verify the relay's TLS certificate.
+/// How relay connections verify the relay's TLS certificate, and which upgrade they ask for first.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RelayTls {
     pub(crate) insecure_skip_verify: bool,
     pub(crate) extra_roots: Vec<CertificateDer<'static>>,
+    pub(crate) transport: iroh_relay::client::Transport,
 }
 
 /// Everything the actor is started with.

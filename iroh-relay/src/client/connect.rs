@@ -12,7 +12,7 @@
 
 use std::{fmt, io, time::Duration};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hickory_resolver::TokioResolver;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
@@ -24,14 +24,16 @@ use tracing::debug;
 use super::{
     ConnectError, SendError,
     dial::{Dialer, HttpStream},
+    transport::{RelayStream, Transport},
 };
 use crate::{
     io::{FrameReader, FrameWriter, ReadError},
     protos::{
-        RELAY_PATH, UPGRADE_PROTOCOL,
+        RELAY_PATH, UPGRADE_PROTOCOL, WEBSOCKET_PROTOCOL,
         frame::{Datagrams, Frame},
         handshake::{ClientEvent, ClientHandshake},
     },
+    ws::{self, MAX_MESSAGE, MessageLimit, Rewind, WsBytes},
 };
 
 /// The default bound on a whole connect: DNS, TCP, TLS, HTTP and the handshake.
@@ -52,6 +54,7 @@ pub struct ConnectOptions {
     insecure_skip_cert_verify: bool,
     connect_timeout: Duration,
     dns_resolver: Option<TokioResolver>,
+    transport: Transport,
 }
 
 impl fmt::Debug for ConnectOptions {
@@ -63,6 +66,7 @@ impl fmt::Debug for ConnectOptions {
             .field("extra_roots", &self.extra_roots.len())
             .field("insecure_skip_cert_verify", &self.insecure_skip_cert_verify)
             .field("connect_timeout", &self.connect_timeout)
+            .field("transport", &self.transport)
             .finish_non_exhaustive()
     }
 }
@@ -79,7 +83,15 @@ impl ConnectOptions {
             insecure_skip_cert_verify: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             dns_resolver: None,
+            transport: Transport::default(),
         }
+    }
+
+    /// The upgrade tried first (the other follows at once when this one is clearly refused; see
+    /// [`Transport`]).
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
     }
 
     /// Sends `Authorization: Bearer <token>` with the upgrade request (relays with shared-token access).
@@ -140,6 +152,8 @@ pub async fn connect_once(options: &ConnectOptions) -> Result<Connection, Connec
 pub(crate) struct Connector {
     options: ConnectOptions,
     dialer: Dialer,
+    /// The transport tried first: the configured one until the other worked after a refusal.
+    transport: Transport,
 }
 
 impl Connector {
@@ -149,7 +163,12 @@ impl Connector {
             options.insecure_skip_cert_verify,
             options.dns_resolver.clone(),
         );
-        Self { options, dialer }
+        let transport = options.transport;
+        Self {
+            options,
+            dialer,
+            transport,
+        }
     }
 
     pub(crate) fn options(&self) -> &ConnectOptions {
@@ -166,11 +185,22 @@ impl Connector {
 
     async fn connect_unbounded(&mut self) -> Result<Connection, ConnectError> {
         let url = self.options.url.clone();
+        let token = self.options.bearer_token.as_deref();
         let stream = self.dialer.dial(url.as_url()).await?;
-        let (stream, read_buf) =
-            upgrade(stream, &url, self.options.bearer_token.as_deref()).await?;
+        let stream = match upgrade(stream, &url, token, self.transport).await {
+            Ok(stream) => stream,
+            Err(error) if is_upgrade_refusal(&error) => {
+                let other = self.transport.other();
+                debug!(%url, %error, ?other, "the relay refused the upgrade, trying the other transport");
+                let stream = self.dialer.dial(url.as_url()).await?;
+                let stream = upgrade(stream, &url, token, other).await?;
+                self.transport = other;
+                stream
+            }
+            Err(error) => return Err(error),
+        };
         let (read, write) = tokio::io::split(stream);
-        let mut reader = FrameReader::with_buffer(read, BytesMut::from(read_buf));
+        let mut reader = FrameReader::new(read);
         let mut writer = FrameWriter::new(write);
         login(
             &mut reader,
@@ -187,13 +217,26 @@ impl Connector {
     }
 }
 
-/// Sends `GET /relay` asking to upgrade and returns the upgraded stream with the bytes hyper read past
-/// the response.
+/// Whether an upgrade failed in a way the other transport may not: the server (or a proxy before it) does
+/// not take this kind of upgrade on this path.
+fn is_upgrade_refusal(error: &ConnectError) -> bool {
+    match error {
+        ConnectError::HttpStatus { status, .. } => {
+            matches!(status.as_u16(), 400 | 404 | 405 | 426 | 501)
+        }
+        ConnectError::WrongProtocol { .. } => true,
+        _ => false,
+    }
+}
+
+/// Sends `GET /relay` asking to upgrade to `transport` and returns the stream frames then travel on (with
+/// the bytes hyper read past the response in front).
 async fn upgrade(
     stream: HttpStream,
     url: &RelayUrl,
     bearer_token: Option<&str>,
-) -> Result<(HttpStream, Bytes), ConnectError> {
+    transport: Transport,
+) -> Result<RelayStream, ConnectError> {
     let http_error = |e: hyper::Error| ConnectError::Http(Box::new(e));
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
@@ -211,12 +254,26 @@ async fn upgrade(
         .method(http::Method::GET)
         .uri(RELAY_PATH)
         .header(http::header::HOST, authority)
-        .header(http::header::CONNECTION, "Upgrade")
-        .header(http::header::UPGRADE, UPGRADE_PROTOCOL)
-        .header(
-            http::header::USER_AGENT,
-            concat!("iroh-relay/", env!("CARGO_PKG_VERSION")),
-        );
+        .header(http::header::CONNECTION, "Upgrade");
+    let ws_key = match transport {
+        Transport::Relay => {
+            request = request.header(http::header::UPGRADE, UPGRADE_PROTOCOL);
+            None
+        }
+        Transport::WebSocket => {
+            let key = data_encoding::BASE64.encode(&rand::random::<[u8; 16]>());
+            request = request
+                .header(http::header::UPGRADE, "websocket")
+                .header(http::header::SEC_WEBSOCKET_VERSION, ws::WS_VERSION)
+                .header(http::header::SEC_WEBSOCKET_KEY, &key)
+                .header(http::header::SEC_WEBSOCKET_PROTOCOL, WEBSOCKET_PROTOCOL);
+            Some(key)
+        }
+    };
+    request = request.header(
+        http::header::USER_AGENT,
+        concat!("iroh-relay/", env!("CARGO_PKG_VERSION")),
+    );
     if let Some(token) = bearer_token {
         request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
     }
@@ -235,20 +292,45 @@ async fn upgrade(
             status => ConnectError::HttpStatus { status, message },
         });
     }
-    let protocol = response.headers().get(http::header::UPGRADE);
-    if !protocol.is_some_and(|p| {
-        p.as_bytes()
-            .eq_ignore_ascii_case(UPGRADE_PROTOCOL.as_bytes())
-    }) {
-        return Err(ConnectError::Http(
-            format!("the server switched to {protocol:?}, not {UPGRADE_PROTOCOL}").into(),
-        ));
+    let expected = match transport {
+        Transport::Relay => UPGRADE_PROTOCOL,
+        Transport::WebSocket => "websocket",
+    };
+    let headers = response.headers();
+    let protocol = headers.get(http::header::UPGRADE);
+    if !protocol.is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(expected.as_bytes())) {
+        return Err(ConnectError::WrongProtocol {
+            asked: expected,
+            got: protocol.map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned()),
+        });
+    }
+    if let Some(key) = &ws_key {
+        let accept = headers.get(http::header::SEC_WEBSOCKET_ACCEPT);
+        if accept.is_none_or(|a| a.as_bytes() != ws::accept_key(key.as_bytes()).as_bytes()) {
+            return Err(ConnectError::Http(
+                "the server's Sec-WebSocket-Accept does not match our key".into(),
+            ));
+        }
+        let picked = headers.get(http::header::SEC_WEBSOCKET_PROTOCOL);
+        if picked.is_none_or(|p| p.as_bytes() != WEBSOCKET_PROTOCOL.as_bytes()) {
+            return Err(ConnectError::WrongProtocol {
+                asked: WEBSOCKET_PROTOCOL,
+                got: picked.map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned()),
+            });
+        }
     }
     let upgraded = hyper::upgrade::on(response).await.map_err(http_error)?;
     let parts = upgraded
         .downcast::<TokioIo<HttpStream>>()
         .map_err(|_| ConnectError::Http("the upgraded stream has an unexpected type".into()))?;
-    Ok((parts.io.into_inner(), parts.read_buf))
+    let (stream, read_buf) = (parts.io.into_inner(), parts.read_buf);
+    Ok(match transport {
+        Transport::Relay => RelayStream::Relay(Rewind::new(stream, read_buf)),
+        Transport::WebSocket => {
+            let limit = MessageLimit::new(MAX_MESSAGE);
+            RelayStream::WebSocket(Box::new(WsBytes::client(stream, read_buf, limit)))
+        }
+    })
 }
 
 /// The start of an error response's body as text, or nothing if it does not come quickly.
@@ -264,8 +346,8 @@ async fn error_body(response: http::Response<hyper::body::Incoming>) -> String {
 
 /// Runs the client side of the handshake over the fresh stream.
 async fn login(
-    reader: &mut FrameReader<ReadHalf<HttpStream>>,
-    writer: &mut FrameWriter<WriteHalf<HttpStream>>,
+    reader: &mut FrameReader<ReadHalf<RelayStream>>,
+    writer: &mut FrameWriter<WriteHalf<RelayStream>>,
     secret_key: &SecretKey,
     timeout: Duration,
 ) -> Result<(), ConnectError> {
@@ -317,7 +399,7 @@ impl Connection {
 /// The receiving half of a [`Connection`].
 #[derive(Debug)]
 pub struct ConnectionReader {
-    pub(crate) frames: FrameReader<ReadHalf<HttpStream>>,
+    pub(crate) frames: FrameReader<ReadHalf<RelayStream>>,
 }
 
 impl ConnectionReader {
@@ -333,7 +415,7 @@ impl ConnectionReader {
 /// The sending half of a [`Connection`].
 #[derive(Debug)]
 pub struct ConnectionWriter {
-    pub(crate) frames: FrameWriter<WriteHalf<HttpStream>>,
+    pub(crate) frames: FrameWriter<WriteHalf<RelayStream>>,
 }
 
 impl ConnectionWriter {
@@ -347,6 +429,17 @@ impl ConnectionWriter {
         frame.validate()?;
         self.frames.send(&frame).await?;
         Ok(())
+    }
+
+    /// Encodes a frame into the write buffer (written out once the buffer is full); [`Self::flush`] sends
+    /// what is queued. For callers that send bursts: one write for many frames.
+    pub async fn queue(&mut self, frame: &Frame) -> io::Result<()> {
+        self.frames.queue(frame).await
+    }
+
+    /// Writes everything queued and flushes the stream.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        self.frames.flush().await
     }
 
     /// Sends any frame as it is (a [`Frame::Pong`], a [`Frame::NotePreferred`], ...) and flushes.

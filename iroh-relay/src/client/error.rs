@@ -37,9 +37,18 @@ pub enum ConnectError {
     /// configuration could not be built.
     #[error("TLS failed: {0}")]
     Tls(#[source] std::io::Error),
-    /// The HTTP exchange failed before a response, or the server answered `101` with another protocol.
+    /// The HTTP exchange failed before a response, or a WebSocket `101` did not match the key sent.
     #[error("HTTP upgrade failed: {0}")]
     Http(#[source] BoxError),
+    /// The server answered `101 Switching Protocols` but not to the protocol asked for (a WebSocket
+    /// subprotocol included).
+    #[error("asked the relay for {asked}, it switched to {got:?}")]
+    WrongProtocol {
+        /// The protocol asked for.
+        asked: &'static str,
+        /// What the server named, if anything.
+        got: Option<String>,
+    },
     /// The server answered `401 Unauthorized`: the bearer token is missing or wrong.
     #[error("the relay requires authorization (401): {message}")]
     Unauthorized {

@@ -66,6 +66,7 @@ mod driver;
 mod error;
 pub mod pkarr;
 mod tls;
+mod transport;
 
 pub use self::{
     connect::{
@@ -73,6 +74,7 @@ pub use self::{
         connect_once,
     },
     error::{BoxError, ConnectError, ConnectionError, PingError, SendError},
+    transport::Transport,
 };
 pub use rustls::pki_types::CertificateDer;
 
@@ -209,6 +211,12 @@ impl ClientBuilder {
     /// See [`ConnectOptions::insecure_skip_cert_verify`]. **Insecure**; for tests only.
     pub fn insecure_skip_cert_verify(mut self, skip: bool) -> Self {
         self.connect = self.connect.insecure_skip_cert_verify(skip);
+        self
+    }
+
+    /// See [`ConnectOptions::transport`].
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.connect = self.connect.transport(transport);
         self
     }
 

@@ -42,6 +42,7 @@ use crate::{
         frame::{Datagrams, DenyReason, Frame, MAX_FRAME_BODY, NONCE_LEN, StatusCode},
         handshake::{HandshakeError, ServerEvent, ServerHandshake},
     },
+    ws::{MAX_MESSAGE, MessageLimit},
 };
 
 /// How long a connection the server closed keeps reading (and discarding) before the socket is closed, so the
@@ -53,13 +54,15 @@ const LINGER: Duration = Duration::from_secs(1);
 pub(crate) const MAX_LOGIN_FRAME_BODY: usize = 1024;
 
 /// Serves one upgraded connection until it ends. `leftover` holds bytes read past the HTTP request; `slot`
-/// is the connection's place among those in their handshake, given back when the login ends.
+/// is the connection's place among those in their handshake, given back when the login ends. A WebSocket
+/// connection's `ws_limit` is raised from login-sized messages to full frames once the login is done.
 pub(crate) async fn serve<S>(
     stream: S,
     leftover: Bytes,
     slot: PendingSlot,
     ctx: Arc<Ctx>,
     shutdown: watch::Receiver<bool>,
+    ws_limit: Option<MessageLimit>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -110,6 +113,9 @@ pub(crate) async fn serve<S>(
         conn = client.conn_id,
     );
     reader.set_max_frame_body(MAX_FRAME_BODY);
+    if let Some(limit) = ws_limit {
+        limit.set(MAX_MESSAGE);
+    }
     reader.release_idle_buffer();
     writer.release_idle_buffer();
 

@@ -4,6 +4,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /relay` with `Connection: Upgrade`, `Upgrade: iroh-relay-v1` | `101 Switching Protocols`, then the relay protocol. `426` if the upgrade headers are missing or name another protocol, `401` without the right bearer token (when one is configured), `405` for other methods |
+//! | `GET /relay` as a WebSocket upgrade (`Upgrade: websocket`, `Sec-WebSocket-Version: 13`, a `Sec-WebSocket-Key`, `Sec-WebSocket-Protocol` offering `iroh-relay-v1`) | `101` with `Sec-WebSocket-Accept` and `Sec-WebSocket-Protocol: iroh-relay-v1`, then the relay protocol, one frame per binary message. `400` if no offered protocol is one this server speaks or the key is missing, `426` naming version 13 for other WebSocket versions |
 //! | `GET /ping` | `200`, empty: a latency probe |
 //! | `GET /generate_204` | `204`; an `X-Iroh-Challenge` of 1 to 64 characters from `[A-Za-z0-9._-]` is echoed as `X-Iroh-Response`, any other value gets `400` |
 //! | `GET /healthz` | `200` `ok` |
@@ -41,7 +42,10 @@ use super::{
     client,
     pending::{PendingSlot, Refused},
 };
-use crate::protos::{RELAY_PATH, UPGRADE_PROTOCOL};
+use crate::{
+    protos::{RELAY_PATH, UPGRADE_PROTOCOL, WEBSOCKET_PROTOCOL, frame::HEADER_LEN},
+    ws::{self, MessageLimit, WsBytes},
+};
 
 /// The HTTP path of the latency probe.
 pub const PING_PATH: &str = "/ping";
@@ -263,7 +267,7 @@ async fn serve_http<S>(
         debug!(%peer, %error, "HTTP connection failed");
         return;
     }
-    let Some(on_upgrade) = upgrade
+    let Some((on_upgrade, transport)) = upgrade
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .take()
@@ -278,19 +282,35 @@ async fn serve_http<S>(
         }
     };
     match upgraded.downcast::<TokioIo<S>>() {
+        Ok(parts) if transport == Transport::WebSocket => {
+            trace!(%peer, "relay connection upgraded to WebSocket");
+            // Until the login, messages are as small as frames are; raised by `client::serve` after it.
+            let limit = MessageLimit::new(HEADER_LEN + client::MAX_LOGIN_FRAME_BODY);
+            let stream = WsBytes::server(parts.io.into_inner(), parts.read_buf, limit.clone());
+            client::serve(stream, Bytes::new(), slot, ctx, stop, Some(limit)).await;
+        }
         Ok(parts) => {
             trace!(%peer, "relay connection upgraded");
-            client::serve(parts.io.into_inner(), parts.read_buf, slot, ctx, stop).await;
+            client::serve(parts.io.into_inner(), parts.read_buf, slot, ctx, stop, None).await;
         }
         Err(_) => warn!(%peer, "upgraded connection has an unexpected type"),
     }
+}
+
+/// How an upgraded connection carries frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// `Upgrade: iroh-relay-v1`: frames straight on the stream.
+    Relay,
+    /// `Upgrade: websocket`: one frame per binary message.
+    WebSocket,
 }
 
 /// The HTTP service of one connection. It answers synchronously; a `/relay` upgrade leaves its
 /// [`OnUpgrade`] in the slot for [`serve_http`] to pick up once hyper lets go of the stream.
 struct Service {
     ctx: Arc<Ctx>,
-    upgrade: Arc<Mutex<Option<OnUpgrade>>>,
+    upgrade: Arc<Mutex<Option<(OnUpgrade, Transport)>>>,
     peer: SocketAddr,
 }
 
@@ -364,7 +384,19 @@ impl Service {
             // Only a GET can upgrade: HEAD is not allowed here, and `Allow` says so.
             return method_not_allowed("GET");
         }
-        if !is_relay_upgrade(request.version(), request.headers()) {
+        let websocket = upgrades_to(request.version(), request.headers(), "websocket");
+        let accept = if websocket {
+            match websocket_accept(request.headers()) {
+                Ok(accept) => Some(accept),
+                Err(refusal) => {
+                    metrics.handshake_failed("bad_upgrade");
+                    return *refusal;
+                }
+            }
+        } else {
+            None
+        };
+        if !websocket && !upgrades_to(request.version(), request.headers(), UPGRADE_PROTOCOL) {
             metrics.handshake_failed("bad_upgrade");
             // RFC 9110 section 15.5.22: "A server that sends a 426 (Upgrade Required) response MUST send an
             // Upgrade header field to indicate the acceptable protocols."
@@ -373,7 +405,10 @@ impl Service {
                 "this endpoint speaks iroh-relay-v1 over an HTTP/1.1 upgrade\n",
             );
             let headers = response.headers_mut();
-            headers.insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
+            headers.insert(
+                header::UPGRADE,
+                HeaderValue::from_static("iroh-relay-v1, websocket"),
+            );
             headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
             return response;
         }
@@ -391,20 +426,79 @@ impl Service {
             );
             return response;
         }
+        let transport = if websocket {
+            Transport::WebSocket
+        } else {
+            Transport::Relay
+        };
         *self.upgrade.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(hyper::upgrade::on(request));
+            Some((hyper::upgrade::on(request), transport));
         metrics.upgrades.inc();
         let mut response = response(StatusCode::SWITCHING_PROTOCOLS, "");
         let headers = response.headers_mut();
-        headers.insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
         headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        match accept {
+            Some(accept) => {
+                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+                headers.insert(
+                    header::SEC_WEBSOCKET_PROTOCOL,
+                    HeaderValue::from_static(WEBSOCKET_PROTOCOL),
+                );
+            }
+            None => {
+                headers.insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
+            }
+        }
         response
     }
 }
 
-/// Whether the request asks for an upgrade to the relay protocol: HTTP/1.1, a `Connection` header listing
-/// `upgrade`, and `Upgrade: iroh-relay-v1` (both compared case-insensitively).
-fn is_relay_upgrade(version: Version, headers: &HeaderMap) -> bool {
+/// The checks of a WebSocket upgrade request past its `Upgrade` header: version 13, a key, and our protocol
+/// among those offered. Gives the `Sec-WebSocket-Accept` value, or the refusal to send.
+fn websocket_accept(headers: &HeaderMap) -> Result<HeaderValue, Box<Response<Body>>> {
+    let version_ok = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == ws::WS_VERSION.as_bytes());
+    if !version_ok {
+        let mut refusal = response(
+            StatusCode::UPGRADE_REQUIRED,
+            "this relay speaks WebSocket version 13\n",
+        );
+        let headers = refusal.headers_mut();
+        headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static(ws::WS_VERSION),
+        );
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        return Err(Box::new(refusal));
+    }
+    let offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == WEBSOCKET_PROTOCOL);
+    if !offered {
+        return Err(Box::new(response(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Protocol must offer iroh-relay-v1\n",
+        )));
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err(Box::new(response(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade needs a Sec-WebSocket-Key\n",
+        )));
+    };
+    HeaderValue::from_str(&ws::accept_key(key.as_bytes()))
+        .map_err(|_| Box::new(response(StatusCode::INTERNAL_SERVER_ERROR, "")))
+}
+
+/// Whether the request asks for an upgrade to `protocol`: HTTP/1.1, a `Connection` header listing
+/// `upgrade`, and `protocol` in `Upgrade` (both compared case-insensitively).
+fn upgrades_to(version: Version, headers: &HeaderMap, protocol: &str) -> bool {
     if version != Version::HTTP_11 {
         return false;
     }
@@ -419,7 +513,7 @@ fn is_relay_upgrade(version: Version, headers: &HeaderMap) -> bool {
         value.to_str().is_ok_and(|value| {
             value
                 .split(',')
-                .any(|token| token.trim().eq_ignore_ascii_case(UPGRADE_PROTOCOL))
+                .any(|token| token.trim().eq_ignore_ascii_case(protocol))
         })
     });
     connection_upgrade && upgrade_relay
@@ -498,26 +592,40 @@ mod tests {
             map.insert(header::UPGRADE, HeaderValue::from_str(upgrade).unwrap());
             map
         };
-        assert!(is_relay_upgrade(
+        assert!(upgrades_to(
             Version::HTTP_11,
-            &headers("Upgrade", "iroh-relay-v1")
+            &headers("Upgrade", "iroh-relay-v1"),
+            UPGRADE_PROTOCOL
         ));
-        assert!(is_relay_upgrade(
+        assert!(upgrades_to(
             Version::HTTP_11,
-            &headers("keep-alive, upgrade", "IROH-RELAY-V1")
+            &headers("keep-alive, upgrade", "IROH-RELAY-V1"),
+            UPGRADE_PROTOCOL
         ));
-        assert!(!is_relay_upgrade(
+        assert!(!upgrades_to(
             Version::HTTP_10,
-            &headers("Upgrade", "iroh-relay-v1")
+            &headers("Upgrade", "iroh-relay-v1"),
+            UPGRADE_PROTOCOL
         ));
-        assert!(!is_relay_upgrade(
+        assert!(!upgrades_to(
             Version::HTTP_11,
-            &headers("keep-alive", "iroh-relay-v1")
+            &headers("keep-alive", "iroh-relay-v1"),
+            UPGRADE_PROTOCOL
         ));
-        assert!(!is_relay_upgrade(
+        assert!(!upgrades_to(
             Version::HTTP_11,
-            &headers("Upgrade", "websocket")
+            &headers("Upgrade", "websocket"),
+            UPGRADE_PROTOCOL
         ));
-        assert!(!is_relay_upgrade(Version::HTTP_11, &HeaderMap::new()));
+        assert!(upgrades_to(
+            Version::HTTP_11,
+            &headers("Upgrade", "WebSocket"),
+            "websocket"
+        ));
+        assert!(!upgrades_to(
+            Version::HTTP_11,
+            &HeaderMap::new(),
+            UPGRADE_PROTOCOL
+        ));
     }
 }

@@ -49,6 +49,7 @@ impl Actor {
         let client = ClientBuilder::new(url.clone(), self.secret_key.clone())
             .insecure_skip_cert_verify(self.relay_tls.insecure_skip_verify)
             .extra_roots(self.relay_tls.extra_roots.clone())
+            .transport(self.relay_tls.transport)
             .build();
         let (sender, receiver) = client.split();
         let slot = Arc::new(RelaySlot::new(sender));
